@@ -1,0 +1,279 @@
+//! Fencing overhead: the same payment-shaped write transaction (1 payment + 2
+//! balanced ledger rows) against two databases of one PostgreSQL cluster, one with
+//! the fencing triggers and one with them disabled, at the same concurrency,
+//! alternating rounds so both see the same machine conditions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use rust_decimal::Decimal;
+use shardline_core::migrations::{self, Schema};
+use shardline_core::{MerchantId, shard_key};
+use shardline_devkit::{PgCluster, PgOptions};
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+use super::percentile;
+use crate::config::{ConfigError, in_range};
+
+const FENCED_TABLES: [&str; 6] = [
+    "merchants",
+    "payments",
+    "refunds",
+    "ledger_entries",
+    "balances",
+    "idempotency_keys",
+];
+
+#[derive(Debug, Args)]
+pub struct FencingArgs {
+    /// Concurrent client connections per variant.
+    #[arg(long, default_value_t = 8)]
+    pub clients: u32,
+    /// Seconds per round and variant.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Measured rounds (after one warm-up round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Run PostgreSQL with fsync on (default off, which makes the triggers' share
+    /// of each transaction larger: the harder case).
+    #[arg(long)]
+    pub fsync: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FencingConfig {
+    pub clients: u32,
+    pub seconds: u32,
+    pub rounds: u32,
+    pub fsync: bool,
+    pub json: bool,
+}
+
+impl FencingConfig {
+    pub fn from_args(a: FencingArgs) -> Result<Self, ConfigError> {
+        Ok(FencingConfig {
+            clients: in_range("clients", a.clients, 1..=256)?,
+            seconds: in_range("seconds", a.seconds, 1..=600)?,
+            rounds: in_range("rounds", a.rounds, 1..=100)?,
+            fsync: a.fsync,
+            json: a.json,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    txns: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn tps(&self) -> f64 {
+        self.txns as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+async fn prepare_db(cluster: &PgCluster, db: &str, fenced: bool) -> anyhow::Result<String> {
+    cluster.create_database(db).await?;
+    let url = cluster.url(db);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await?;
+    migrations::run(&pool, Schema::Shard).await?;
+    sqlx::query(
+        "INSERT INTO owned_ranges (id, start_key, end_key, epoch, state)
+         VALUES (1, 0, 4294967296, 1, 'active') ON CONFLICT DO NOTHING",
+    )
+    .execute(&pool)
+    .await?;
+    if !fenced {
+        // Every fence trigger (insert/update/delete) of every data table.
+        let triggers: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.relname::text, t.tgname::text FROM pg_trigger t
+               JOIN pg_class c ON c.oid = t.tgrelid
+              WHERE NOT t.tgisinternal AND t.tgname ~ '_fence_(insert|update|delete)$'",
+        )
+        .fetch_all(&pool)
+        .await?;
+        anyhow::ensure!(
+            triggers.len() >= FENCED_TABLES.len(),
+            "fence triggers not found"
+        );
+        for (table, trigger) in triggers {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {table} DISABLE TRIGGER {trigger}"
+            )))
+            .execute(&pool)
+            .await?;
+        }
+    }
+    pool.close().await;
+    Ok(cluster.conninfo(db))
+}
+
+async fn client_loop(
+    conninfo: String,
+    merchants: Arc<Vec<(Uuid, i64)>>,
+    until: Instant,
+) -> anyhow::Result<Tally> {
+    let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let insert_payment = client
+        .prepare(
+            "INSERT INTO payments (shard_key, merchant_id, payment_id, currency, amount, status)
+             VALUES ($1, $2, $3, 'USD', $4, 'authorized')",
+        )
+        .await?;
+    let insert_ledger = client
+        .prepare(
+            "INSERT INTO ledger_entries
+               (shard_key, merchant_id, journal_id, line, payment_id, account, currency, amount, kind)
+             VALUES ($1, $2, $3, 0, $4, 'authorized', 'USD', $5, 'authorize'),
+                    ($1, $2, $3, 1, $4, 'processor_hold', 'USD', -$5::numeric, 'authorize')",
+        )
+        .await?;
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    while Instant::now() < until {
+        let (merchant, key) = merchants[rng.random_range(0..merchants.len())];
+        let amount = Decimal::new(rng.random_range(100..100_000), 2);
+        let payment = Uuid::now_v7();
+        let journal = Uuid::now_v7();
+        let t0 = Instant::now();
+        client.batch_execute("BEGIN").await?;
+        client
+            .execute(&insert_payment, &[&key, &merchant, &payment, &amount])
+            .await?;
+        client
+            .execute(
+                &insert_ledger,
+                &[&key, &merchant, &journal, &payment, &amount],
+            )
+            .await?;
+        client.batch_execute("COMMIT").await?;
+        tally.latencies_us.push(t0.elapsed().as_micros() as u64);
+        tally.txns += 1;
+    }
+    tally.elapsed = start.elapsed();
+    Ok(tally)
+}
+
+async fn round(
+    conninfo: &str,
+    merchants: &Arc<Vec<(Uuid, i64)>>,
+    clients: u32,
+    seconds: u32,
+) -> anyhow::Result<Tally> {
+    let until = Instant::now() + Duration::from_secs(seconds.into());
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        handles.push(tokio::spawn(client_loop(
+            conninfo.to_owned(),
+            merchants.clone(),
+            until,
+        )));
+    }
+    let mut total = Tally::default();
+    for h in handles {
+        let t = h.await.context("bench client panicked")??;
+        total.txns += t.txns;
+        total.elapsed = total.elapsed.max(t.elapsed);
+        total.latencies_us.extend(t.latencies_us);
+    }
+    Ok(total)
+}
+
+pub async fn run(cfg: FencingConfig) -> anyhow::Result<()> {
+    let cluster = PgCluster::start_temp(PgOptions {
+        fsync: cfg.fsync,
+        ..PgOptions::default()
+    })
+    .await?;
+    let fenced = prepare_db(&cluster, "fenced", true).await?;
+    let plain = prepare_db(&cluster, "unfenced", false).await?;
+    let merchants: Arc<Vec<(Uuid, i64)>> = Arc::new(
+        (0..1000)
+            .map(|_| {
+                let m = MerchantId::new();
+                (*m.as_uuid(), i64::from(shard_key(&m)))
+            })
+            .collect(),
+    );
+    eprintln!(
+        "bench fencing: {} clients, {} s x {} rounds per variant (+1 warm-up), fsync {}",
+        cfg.clients,
+        cfg.seconds,
+        cfg.rounds,
+        if cfg.fsync { "on" } else { "off" }
+    );
+    round(&fenced, &merchants, cfg.clients, 1).await?;
+    round(&plain, &merchants, cfg.clients, 1).await?;
+    let (mut with, mut without) = (Tally::default(), Tally::default());
+    for r in 0..cfg.rounds {
+        // Alternate the order so neither variant always runs on a warmer cache.
+        let order: [(&str, bool); 2] = if r % 2 == 0 {
+            [(&plain, false), (&fenced, true)]
+        } else {
+            [(&fenced, true), (&plain, false)]
+        };
+        for (conninfo, is_fenced) in order {
+            let t = round(conninfo, &merchants, cfg.clients, cfg.seconds).await?;
+            eprintln!(
+                "  round {} {:<9} {:>9.0} txn/s",
+                r + 1,
+                if is_fenced { "fenced" } else { "unfenced" },
+                t.tps()
+            );
+            let acc = if is_fenced { &mut with } else { &mut without };
+            acc.txns += t.txns;
+            acc.elapsed += t.elapsed;
+            acc.latencies_us.extend(t.latencies_us);
+        }
+    }
+    with.latencies_us.sort_unstable();
+    without.latencies_us.sort_unstable();
+    let ratio = with.tps() / without.tps().max(1e-9);
+    let report = serde_json::json!({
+        "benchmark": "fencing",
+        "clients": cfg.clients,
+        "seconds_per_round": cfg.seconds,
+        "rounds": cfg.rounds,
+        "fsync": cfg.fsync,
+        "baseline_unfenced": {"txn_per_s": without.tps(), "p50_us": percentile(&without.latencies_us, 50.0), "p99_us": percentile(&without.latencies_us, 99.0)},
+        "fenced": {"txn_per_s": with.tps(), "p50_us": percentile(&with.latencies_us, 50.0), "p99_us": percentile(&with.latencies_us, 99.0)},
+        "ratio": ratio,
+    });
+    if cfg.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{:<22} {:>10} {:>9} {:>9}",
+            "variant", "txn/s", "p50 us", "p99 us"
+        );
+        for (name, t) in [("unfenced (baseline)", &without), ("fenced", &with)] {
+            println!(
+                "{:<22} {:>10.0} {:>9} {:>9}",
+                name,
+                t.tps(),
+                percentile(&t.latencies_us, 50.0),
+                percentile(&t.latencies_us, 99.0)
+            );
+        }
+        println!("ratio fenced/unfenced: {ratio:.3}x");
+    }
+    drop(cluster);
+    Ok(())
+}

