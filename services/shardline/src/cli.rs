@@ -46,6 +46,8 @@ pub enum Command {
     /// Start a local cluster (catalog + shards as real PostgreSQL clusters, NATS
     /// JetStream, and every service) under ./.shardline; Ctrl-C stops it.
     Up(UpArgs),
+    /// Serve the payments API (routes every merchant to its shard).
+    Router(shardline_router::RouterArgs),
     /// Apply the embedded migrations to a catalog and/or shard databases.
     Migrate(MigrateArgs),
     /// Shards, ranges and epochs of a cluster.
@@ -160,4 +162,7 @@ pub enum BenchCommand {
     /// Throughput of a payment-shaped write transaction (1 payment + 2 ledger rows)
     /// with and without the fencing triggers, on one local cluster.
     Fencing(crate::bench::fencing::FencingArgs),
+    /// Payments create+capture through the router (HTTP, in process) vs the same
+    /// shard transactions issued directly, at the same concurrency.
+    Router(crate::bench::router::RouterBenchArgs),
 }

@@ -24,7 +24,6 @@ pub const EXIT_CONFIG: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    shardline_core::telemetry::init(cli.log_format.into());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,6 +34,9 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: the OTLP exporter (when OTEL_EXPORTER_OTLP_ENDPOINT is set) needs it.
+    let _telemetry =
+        runtime.block_on(async { shardline_router::telemetry::init(cli.log_format.into()) });
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -51,6 +53,13 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => up::run(up::UpConfig::from_args(args)?).await,
+        Command::Router(args) => {
+            let config = shardline_router::Config::from_args(args)
+                .map_err(|e| ConfigError::new(e.setting, e.message))?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            up::spawn_signal_handler(shutdown.clone());
+            Ok(shardline_router::run(config, shutdown).await?)
+        }
         Command::Migrate(args) => migrate::run(migrate::MigrateConfig::from_args(args)?).await,
         Command::Status(args) => status::run(args).await,
         Command::Keys(args) => keys::run(args).await,

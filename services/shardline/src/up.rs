@@ -4,8 +4,9 @@
 //! JetStream server (all children of this process, each in its own process group),
 //! applies migrations, registers shards, seeds an even range map and the shards'
 //! owned ranges, creates a dev admin key, then runs until Ctrl-C / SIGTERM and stops
-//! everything in order. The services (router, rebalancer, replicators, edge) join
-//! here as their issues land.
+//! everything in order. The router serves on 127.0.0.1:8080 (or
+//! `SHARDLINE_ROUTER_LISTEN`; a free port when that one is taken); the other
+//! services (rebalancer, replicators, edge) join here as their issues land.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -325,15 +326,45 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
         s = LocalStack::boot(&cfg) => s?,
         () = shutdown.cancelled() => anyhow::bail!("interrupted during start-up"),
     };
-    print_summary(&stack);
+    let router = start_router(&stack).await?;
+    let router_url = format!("http://{}", router.local_addr());
+    let router_task = tokio::spawn(router.serve(shutdown.clone()));
+    print_summary(&stack, &router_url);
     shutdown.cancelled().await;
     println!("stopping...");
+    match router_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "router failed"),
+        Err(e) => tracing::error!(error = %e, "router task panicked"),
+        Ok(Ok(())) => {}
+    }
     stack.shutdown().await;
     println!("stopped");
     Ok(())
 }
 
-fn print_summary(stack: &LocalStack) {
+/// Bind the router on the local cluster's catalog.
+async fn start_router(stack: &LocalStack) -> anyhow::Result<shardline_router::Server> {
+    let mut config = shardline_router::Config::new(stack.description.catalog_url.clone());
+    config.router_id = "up-router".into();
+    let wanted = std::env::var("SHARDLINE_ROUTER_LISTEN").ok();
+    if let Some(listen) = &wanted {
+        config.listen = listen
+            .parse()
+            .map_err(|e| ConfigError::new("SHARDLINE_ROUTER_LISTEN", format!("{listen:?}: {e}")))?;
+    }
+    match shardline_router::Server::bind(config.clone()).await {
+        Err(shardline_router::RouterError::Bind { addr, source })
+            if wanted.is_none() && source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(%addr, "router port taken; using a free port");
+            config.listen.set_port(0);
+            Ok(shardline_router::Server::bind(config).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn print_summary(stack: &LocalStack, router_url: &str) {
     let d = &stack.description;
     println!("shardline is up (data in {})", stack.dir.display());
     println!("  catalog    {}", d.catalog_url);
@@ -349,9 +380,8 @@ fn print_summary(stack: &LocalStack) {
         stack.admin_key,
         admin_key_path(&stack.dir).display()
     );
-    println!(
-        "  services   none yet: router, rebalancer, replicators and edge join as they are built"
-    );
+    println!("  router     {router_url} (payments API; {router_url}/openapi.json)");
+    println!("  services   router; rebalancer, replicators and edge join as they are built");
     println!("inspect with `shardline status`; stop with Ctrl-C");
 }
 

@@ -2,12 +2,14 @@
 //! ratio. Speed goals live here, never in tests.
 
 pub mod fencing;
+pub mod router;
 
 use crate::cli::{BenchArgs, BenchCommand};
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Fencing(a) => fencing::run(fencing::FencingConfig::from_args(a)?).await,
+        BenchCommand::Router(a) => router::run(router::RouterBenchConfig::from_args(a)?).await,
     }
 }
 

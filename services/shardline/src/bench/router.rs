@@ -1,0 +1,408 @@
+//! Router overhead: payments create + capture (two shard transactions, each with
+//! its ledger journal, balances and idempotency key) through the router over HTTP
+//! (in-process server on port 0, one keep-alive connection per client) versus the
+//! very same shard transactions issued directly on tokio-postgres connections
+//! (the router's own `payments::execute`, no HTTP, no routing), at the same
+//! concurrency, on the same clusters, alternating rounds.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rand::{Rng, SeedableRng};
+use shardline_core::api_keys::{self, Scope};
+use shardline_core::migrations::{self, Schema};
+use shardline_core::money::{Currency, Money};
+use shardline_core::{MerchantId, RangeMap, ShardId, catalog, shard};
+use shardline_devkit::{PgCluster, PgOptions};
+use shardline_router::idempotency::IdemKey;
+use shardline_router::payments::{self, Op, Target};
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+use super::percentile;
+use crate::config::{ConfigError, in_range};
+
+#[derive(Debug, Args)]
+pub struct RouterBenchArgs {
+    /// Concurrent clients per variant.
+    #[arg(long, default_value_t = 8)]
+    pub clients: u32,
+    /// Seconds per round and variant.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Measured rounds (after one warm-up round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Shard clusters.
+    #[arg(long, default_value_t = 2)]
+    pub shards: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterBenchConfig {
+    pub clients: u32,
+    pub seconds: u32,
+    pub rounds: u32,
+    pub shards: u32,
+    pub json: bool,
+}
+
+impl RouterBenchConfig {
+    pub fn from_args(a: RouterBenchArgs) -> Result<Self, ConfigError> {
+        Ok(RouterBenchConfig {
+            clients: in_range("clients", a.clients, 1..=256)?,
+            seconds: in_range("seconds", a.seconds, 1..=600)?,
+            rounds: in_range("rounds", a.rounds, 1..=100)?,
+            shards: in_range("shards", a.shards, 1..=8)?,
+            json: a.json,
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    ops: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn add(&mut self, t: Tally) {
+        self.ops += t.ops;
+        self.elapsed = self.elapsed.max(t.elapsed);
+        self.latencies_us.extend(t.latencies_us);
+    }
+}
+
+struct Bench {
+    addr: SocketAddr,
+    key: String,
+    merchants: Vec<MerchantId>,
+    map: RangeMap,
+    pools: Vec<(ShardId, deadpool_postgres::Pool)>,
+}
+
+/// One HTTP client: create + capture per iteration on a keep-alive connection.
+async fn http_client(b: Arc<Bench>, id: u32, until: Instant) -> anyhow::Result<Tally> {
+    let stream = tokio::net::TcpStream::connect(b.addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    let mut i = 0u64;
+    while Instant::now() < until {
+        let m = b.merchants[rng.random_range(0..b.merchants.len())];
+        let t0 = Instant::now();
+        let body = format!(
+            "{{\"amount\":\"{}.{:02}\",\"currency\":\"USD\"}}",
+            rng.random_range(1..1000),
+            rng.random_range(0..100)
+        );
+        let created = post(
+            &mut sender,
+            &b,
+            &format!("/v1/merchants/{m}/payments"),
+            &format!("bench-{id}-{i}-a"),
+            body,
+        )
+        .await?;
+        let pid = serde_json::from_slice::<serde_json::Value>(&created)?["id"]
+            .as_str()
+            .context("no payment id")?
+            .to_owned();
+        post(
+            &mut sender,
+            &b,
+            &format!("/v1/merchants/{m}/payments/{pid}/capture"),
+            &format!("bench-{id}-{i}-c"),
+            "{}".into(),
+        )
+        .await?;
+        tally.latencies_us.push(t0.elapsed().as_micros() as u64);
+        tally.ops += 1;
+        i += 1;
+    }
+    tally.elapsed = start.elapsed();
+    Ok(tally)
+}
+
+async fn post(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    b: &Bench,
+    path: &str,
+    idem: &str,
+    body: String,
+) -> anyhow::Result<Bytes> {
+    let req = hyper::Request::post(path)
+        .header("host", b.addr.to_string())
+        .header("authorization", format!("Bearer {}", b.key))
+        .header("content-type", "application/json")
+        .header("idempotency-key", idem)
+        .body(Full::new(Bytes::from(body)))?;
+    sender.ready().await?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "router answered {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(bytes)
+}
+
+/// One direct client: the same two transactions via `payments::execute`.
+async fn direct_client(b: Arc<Bench>, id: u32, until: Instant) -> anyhow::Result<Tally> {
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    let mut i = 0u64;
+    let ttl = Duration::from_secs(86400);
+    while Instant::now() < until {
+        let m = b.merchants[rng.random_range(0..b.merchants.len())];
+        let target = Target::new(m);
+        let shard = &b.map.lookup_merchant(&m).shard;
+        let pool = &b
+            .pools
+            .iter()
+            .find(|(s, _)| s == shard)
+            .context("no pool")?
+            .1;
+        let amount = format!(
+            "{}.{:02}",
+            rng.random_range(1..1000),
+            rng.random_range(0..100)
+        );
+        let t0 = Instant::now();
+        let client = pool.get().await?;
+        let money = Money::parse_positive(&amount, Currency::USD)?;
+        let path = format!("/v1/merchants/{m}/payments");
+        let key = IdemKey::from_headers(
+            &idem_header(&format!("direct-{id}-{i}-a"))?,
+            &m,
+            "POST",
+            &path,
+            amount.as_bytes(),
+            ttl,
+        )?;
+        let op = Op::Authorize {
+            amount: money,
+            reference: None,
+            idem: key,
+        };
+        let out = payments::execute(&client, &target, &op)
+            .await
+            .map_err(|e| anyhow::anyhow!("authorize: {e}"))?;
+        let pid: shardline_core::ids::PaymentId =
+            out.body["id"].as_str().context("no payment id")?.parse()?;
+        let path = format!("/v1/merchants/{m}/payments/{pid}/capture");
+        let key = IdemKey::from_headers(
+            &idem_header(&format!("direct-{id}-{i}-c"))?,
+            &m,
+            "POST",
+            &path,
+            b"{}",
+            ttl,
+        )?;
+        let op = Op::Capture {
+            payment: pid,
+            amount: None,
+            idem: key,
+        };
+        payments::execute(&client, &target, &op)
+            .await
+            .map_err(|e| anyhow::anyhow!("capture: {e}"))?;
+        drop(client);
+        tally.latencies_us.push(t0.elapsed().as_micros() as u64);
+        tally.ops += 1;
+        i += 1;
+    }
+    tally.elapsed = start.elapsed();
+    Ok(tally)
+}
+
+fn idem_header(key: &str) -> anyhow::Result<hyper::HeaderMap> {
+    let mut h = hyper::HeaderMap::new();
+    h.insert("idempotency-key", key.parse()?);
+    Ok(h)
+}
+
+async fn round(b: &Arc<Bench>, http: bool, clients: u32, seconds: u32) -> anyhow::Result<Tally> {
+    let until = Instant::now() + Duration::from_secs(seconds.into());
+    let stamp = rand::rng().random::<u32>();
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let id = stamp.wrapping_add(c);
+            if http {
+                tokio::spawn(http_client(b.clone(), id, until))
+            } else {
+                tokio::spawn(direct_client(b.clone(), id, until))
+            }
+        })
+        .collect();
+    let mut total = Tally::default();
+    for h in handles {
+        total.add(h.await.context("bench client panicked")??);
+    }
+    Ok(total)
+}
+
+pub async fn run(cfg: RouterBenchConfig) -> anyhow::Result<()> {
+    let starts = (0..=cfg.shards).map(|_| PgCluster::start_temp(PgOptions::default()));
+    let mut clusters = futures_util::future::try_join_all(starts).await?;
+    let catalog_cluster = clusters.remove(0);
+    catalog_cluster.create_database("catalog").await?;
+    let catalog_url = catalog_cluster.url("catalog");
+    let cat = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&catalog_url)
+        .await?;
+    migrations::run(&cat, Schema::Catalog).await?;
+    let mut ids = Vec::new();
+    for (i, c) in clusters.iter().enumerate() {
+        c.create_database("shard").await?;
+        let url = c.url("shard");
+        let p = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await?;
+        migrations::run(&p, Schema::Shard).await?;
+        let id: ShardId = format!("s{}", i + 1).parse()?;
+        catalog::upsert_shard(&cat, &id, &url).await?;
+        ids.push((id, url, p));
+    }
+    let shard_ids: Vec<ShardId> = ids.iter().map(|(id, _, _)| id.clone()).collect();
+    catalog::seed_even(&cat, &shard_ids, 4).await?;
+    let ranges = catalog::list_ranges(&cat).await?;
+    for (id, _, p) in &ids {
+        shard::seed_owned_ranges(p, id.as_str(), &ranges).await?;
+    }
+    let key = api_keys::create(&cat, "bench", &Scope::Admin).await?.token;
+    let map = catalog::load_range_map(&cat).await?;
+
+    let mut config = shardline_router::Config::new(catalog_url);
+    config.listen = "127.0.0.1:0".parse()?;
+    config.shard_pool_size = cfg.clients as usize;
+    config.router_id = "bench-router".into();
+    let server = shardline_router::Server::bind(config).await?;
+    let addr = server.local_addr();
+    let state = server.state().clone();
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(server.serve(shutdown.clone()));
+
+    // Merchants, created through the router's own state (no HTTP needed).
+    let mut merchants = Vec::new();
+    for i in 0..200 {
+        let m = MerchantId::new();
+        let op = Op::CreateMerchant {
+            name: format!("bench merchant {i}"),
+            currency: Currency::USD,
+        };
+        shardline_router::routing::route(&state, m, &op, 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating merchants: {e}"))?;
+        merchants.push(m);
+    }
+    let mut pools = Vec::new();
+    for (id, url, p) in &ids {
+        pools.push((
+            id.clone(),
+            shardline_router::pools::build_pool(id.as_str(), url, cfg.clients as usize)?,
+        ));
+        p.close().await;
+    }
+    let b = Arc::new(Bench {
+        addr,
+        key,
+        merchants,
+        map,
+        pools,
+    });
+
+    eprintln!(
+        "bench router: {} clients, {} shards, {} s x {} rounds per variant (+1 warm-up), create+capture per op",
+        cfg.clients, cfg.shards, cfg.seconds, cfg.rounds
+    );
+    round(&b, false, cfg.clients, 1).await?;
+    round(&b, true, cfg.clients, 1).await?;
+    let (mut direct, mut routed) = (Tally::default(), Tally::default());
+    for r in 0..cfg.rounds {
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for http in order {
+            let t = round(&b, http, cfg.clients, cfg.seconds).await?;
+            eprintln!(
+                "  round {} {:<7} {:>8.0} ops/s",
+                r + 1,
+                if http { "router" } else { "direct" },
+                t.per_sec()
+            );
+            let acc = if http { &mut routed } else { &mut direct };
+            acc.ops += t.ops;
+            acc.elapsed += t.elapsed;
+            acc.latencies_us.extend(t.latencies_us);
+        }
+    }
+    direct.latencies_us.sort_unstable();
+    routed.latencies_us.sort_unstable();
+    let ratio = routed.per_sec() / direct.per_sec().max(1e-9);
+    let report = serde_json::json!({
+        "benchmark": "router",
+        "op": "create+capture",
+        "clients": cfg.clients,
+        "shards": cfg.shards,
+        "seconds_per_round": cfg.seconds,
+        "rounds": cfg.rounds,
+        "baseline_direct_sql": {"ops_per_s": direct.per_sec(), "p50_us": percentile(&direct.latencies_us, 50.0), "p99_us": percentile(&direct.latencies_us, 99.0)},
+        "router_http": {"ops_per_s": routed.per_sec(), "p50_us": percentile(&routed.latencies_us, 50.0), "p99_us": percentile(&routed.latencies_us, 99.0)},
+        "ratio": ratio,
+    });
+    if cfg.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{:<24} {:>10} {:>9} {:>9}",
+            "variant (create+capture)", "ops/s", "p50 us", "p99 us"
+        );
+        for (name, t) in [
+            ("direct SQL (baseline)", &direct),
+            ("router (HTTP)", &routed),
+        ] {
+            println!(
+                "{:<24} {:>10.0} {:>9} {:>9}",
+                name,
+                t.per_sec(),
+                percentile(&t.latencies_us, 50.0),
+                percentile(&t.latencies_us, 99.0)
+            );
+        }
+        println!("ratio router/direct: {ratio:.3}x");
+    }
+    shutdown.cancel();
+    let _ = serving.await;
+    for (_, p) in &b.pools {
+        p.close();
+    }
+    cat.close().await;
+    drop(clusters);
+    drop(catalog_cluster);
+    Ok(())
+}
