@@ -7,6 +7,7 @@
 //! * [`migrations`]: the embedded sqlx migrations of the catalog and shard databases.
 //! * [`catalog`], [`shard`]: data access to the catalog and shard databases used by
 //!   operations (seeding, status); hot paths live in the services.
+//! * [`config`]: validated configuration plumbing (errors name the setting).
 //! * [`api_keys`]: bearer API keys, stored as SHA-256 hashes in the catalog.
 //! * [`fence`]: the SQLSTATEs the shard databases raise when a write hits a range
 //!   they do not own.
@@ -14,6 +15,7 @@
 
 pub mod api_keys;
 pub mod catalog;
+pub mod config;
 pub mod fence;
 pub mod ids;
 pub mod migrations;

@@ -1,18 +1,16 @@
 //! A real `nats-server -js` as a child process, fsyncing every message.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::binaries::NatsBinary;
-use crate::process::stop;
-use crate::{DevkitError, free_port, log_tail};
+use crate::process::{spawn_logged, stop, wait_ready};
+use crate::{DevkitError, free_port};
 
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
@@ -158,52 +156,18 @@ impl NatsServer {
     async fn spawn_and_wait(&mut self) -> Result<(), DevkitError> {
         let conf = self.write_config()?;
         let log_path = self.log_path();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(DevkitError::io(&log_path))?;
-        let log_err = log.try_clone().map_err(DevkitError::io(&log_path))?;
-        let child = Command::new(&self.bin.path)
-            .arg("-c")
-            .arg(&conf)
-            .current_dir(&self.root)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| DevkitError::Command {
-                what: format!("starting {}", self.bin.path.display()),
-                detail: e.to_string(),
-            })?;
-        self.child = Some(child);
-        let what = format!("nats-server on port {}", self.port);
-        let deadline = Instant::now() + self.opts.ready_timeout;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(DevkitError::Exited {
-                    what,
-                    status: status.to_string(),
-                    log: log_tail(&log_path, 15),
-                });
-            }
-            if greets(self.port) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                return Err(DevkitError::NotReady {
-                    what,
-                    secs: self.opts.ready_timeout.as_secs(),
-                    log: log_tail(&log_path, 15),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut cmd = Command::new(&self.bin.path);
+        cmd.arg("-c").arg(&conf).current_dir(&self.root);
+        self.child = Some(spawn_logged(&mut cmd, &log_path)?);
+        let port = self.port;
+        wait_ready(
+            &mut self.child,
+            format!("nats-server on port {port}"),
+            &log_path,
+            self.opts.ready_timeout,
+            || async move { greets(port) },
+        )
+        .await
     }
 }
 

@@ -1,9 +1,8 @@
 //! A real PostgreSQL cluster as a child process.
 
-use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -11,8 +10,8 @@ use nix::unistd::{Gid, Uid, User, chown};
 use tokio_postgres::NoTls;
 
 use crate::binaries::PgBinaries;
-use crate::process::{run, stop};
-use crate::{DevkitError, free_port, log_tail};
+use crate::process::{run, spawn_logged, stop, wait_ready};
+use crate::{DevkitError, free_port};
 
 /// Bumped whenever the template's `initdb` arguments change.
 const TEMPLATE_VERSION: u32 = 1;
@@ -211,66 +210,30 @@ impl PgCluster {
 
     async fn spawn_and_wait(&mut self) -> Result<(), DevkitError> {
         let log_path = self.log_path();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(DevkitError::io(&log_path))?;
-        let log_err = log.try_clone().map_err(DevkitError::io(&log_path))?;
         let mut cmd = Command::new(self.bins.postgres());
         cmd.arg("-D")
             .arg(self.data_dir())
             .arg("-p")
-            .arg(self.port.to_string());
+            .arg(self.port.to_string())
+            .current_dir("/");
         for (k, v) in self.settings() {
             cmd.arg("-c").arg(format!("{k}={v}"));
         }
-        cmd.current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            // Own process group: a terminal's Ctrl-C reaches `shardline up`, which
-            // then stops the servers in order.
-            .process_group(0);
         if let Some((uid, gid)) = self.run_as {
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
         }
-        let child = cmd.spawn().map_err(|e| DevkitError::Command {
-            what: format!("starting {}", self.bins.postgres().display()),
-            detail: e.to_string(),
-        })?;
-        self.child = Some(child);
-
-        let what = format!("postgres on port {}", self.port);
-        let deadline = Instant::now() + self.opts.ready_timeout;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(DevkitError::Exited {
-                    what,
-                    status: status.to_string(),
-                    log: log_tail(&log_path, 15),
-                });
-            }
-            if tokio_postgres::connect(&self.conninfo("postgres"), NoTls)
-                .await
-                .is_ok()
-            {
-                tracing::debug!(port = self.port, root = %self.root.display(), "postgres ready");
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.kill();
-                return Err(DevkitError::NotReady {
-                    what,
-                    secs: self.opts.ready_timeout.as_secs(),
-                    log: log_tail(&log_path, 15),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.child = Some(spawn_logged(&mut cmd, &log_path)?);
+        let conninfo = self.conninfo("postgres");
+        wait_ready(
+            &mut self.child,
+            format!("postgres on port {}", self.port),
+            &log_path,
+            self.opts.ready_timeout,
+            || async { tokio_postgres::connect(&conninfo, NoTls).await.is_ok() },
+        )
+        .await?;
+        tracing::debug!(port = self.port, root = %self.root.display(), "postgres ready");
+        Ok(())
     }
 
     fn settings(&self) -> Vec<(String, String)> {

@@ -2,28 +2,13 @@
 //! file > defaults, validated into a [`Config`]. Errors name the setting.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
 
-/// A setting with an invalid value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid setting `{setting}`: {message}")]
-pub struct ConfigError {
-    pub setting: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(setting: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            setting: setting.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use shardline_core::config::{ConfigError, parse_duration};
 
 /// Validated router settings.
 #[derive(Debug, Clone)]
@@ -81,9 +66,7 @@ impl Config {
 
     /// Checks every setting; the error names the first bad one.
     pub fn validate(self) -> Result<Self, ConfigError> {
-        self.catalog_url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| ConfigError::new("catalog_url", format!("not a PostgreSQL URL ({e})")))?;
+        shardline_core::config::postgres_url("catalog_url", &self.catalog_url)?;
         if self.router_id.is_empty() || self.router_id.len() > 64 {
             return Err(ConfigError::new("router_id", "must be 1..=64 characters"));
         }
@@ -135,7 +118,7 @@ impl Config {
 
     /// Settings from flags/env (clap) over an optional TOML file over defaults.
     pub fn from_args(args: RouterArgs) -> Result<Self, ConfigError> {
-        let file = load_file(args.config.as_deref())?;
+        let file: RouterFile = shardline_core::config::load_file(args.config.as_deref())?;
         let catalog_url = args.catalog_url.or(file.catalog_url).ok_or_else(|| {
             ConfigError::new(
                 "catalog_url",
@@ -263,50 +246,9 @@ struct RouterFile {
     catalog_pool_size: Option<u32>,
 }
 
-fn load_file(path: Option<&Path>) -> Result<RouterFile, ConfigError> {
-    let Some(path) = path else {
-        return Ok(RouterFile::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        ConfigError::new(
-            "config",
-            format!("{}: {}", path.display(), e.to_string().trim()),
-        )
-    })
-}
-
-/// `"250ms"`, `"2s"`, `"5m"`, `"24h"` (a whole number and a unit).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 2s, 5m or 24h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?} has no unit: use ms, s, m or h")),
-    };
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
-        assert!(parse_duration("2").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("1.5s").is_err());
-    }
 
     #[test]
     fn validation_names_the_setting() {

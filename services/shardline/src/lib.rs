@@ -54,8 +54,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(args) => up::run(up::UpConfig::from_args(args)?).await,
         Command::Router(args) => {
-            let config = shardline_router::Config::from_args(args)
-                .map_err(|e| ConfigError::new(e.setting, e.message))?;
+            let config = shardline_router::Config::from_args(args)?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             up::spawn_signal_handler(shutdown.clone());
             Ok(shardline_router::run(config, shutdown).await?)

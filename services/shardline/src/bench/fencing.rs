@@ -16,7 +16,7 @@ use shardline_devkit::{PgCluster, PgOptions};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use super::percentile;
+use super::{Tally, alternate};
 use crate::config::{ConfigError, in_range};
 
 const FENCED_TABLES: [&str; 6] = [
@@ -66,19 +66,6 @@ impl FencingConfig {
             fsync: a.fsync,
             json: a.json,
         })
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    txns: u64,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Tally {
-    fn tps(&self) -> f64 {
-        self.txns as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
@@ -165,7 +152,7 @@ async fn client_loop(
             .await?;
         client.batch_execute("COMMIT").await?;
         tally.latencies_us.push(t0.elapsed().as_micros() as u64);
-        tally.txns += 1;
+        tally.ops += 1;
     }
     tally.elapsed = start.elapsed();
     Ok(tally)
@@ -188,10 +175,7 @@ async fn round(
     }
     let mut total = Tally::default();
     for h in handles {
-        let t = h.await.context("bench client panicked")??;
-        total.txns += t.txns;
-        total.elapsed = total.elapsed.max(t.elapsed);
-        total.latencies_us.extend(t.latencies_us);
+        total.add_concurrent(h.await.context("bench client panicked")??);
     }
     Ok(total)
 }
@@ -219,60 +203,27 @@ pub async fn run(cfg: FencingConfig) -> anyhow::Result<()> {
         cfg.rounds,
         if cfg.fsync { "on" } else { "off" }
     );
-    round(&fenced, &merchants, cfg.clients, 1).await?;
-    round(&plain, &merchants, cfg.clients, 1).await?;
-    let (mut with, mut without) = (Tally::default(), Tally::default());
-    for r in 0..cfg.rounds {
-        // Alternate the order so neither variant always runs on a warmer cache.
-        let order: [(&str, bool); 2] = if r % 2 == 0 {
-            [(&plain, false), (&fenced, true)]
-        } else {
-            [(&fenced, true), (&plain, false)]
-        };
-        for (conninfo, is_fenced) in order {
-            let t = round(conninfo, &merchants, cfg.clients, cfg.seconds).await?;
-            eprintln!(
-                "  round {} {:<9} {:>9.0} txn/s",
-                r + 1,
-                if is_fenced { "fenced" } else { "unfenced" },
-                t.tps()
-            );
-            let acc = if is_fenced { &mut with } else { &mut without };
-            acc.txns += t.txns;
-            acc.elapsed += t.elapsed;
-            acc.latencies_us.extend(t.latencies_us);
-        }
-    }
-    with.latencies_us.sort_unstable();
-    without.latencies_us.sort_unstable();
-    let ratio = with.tps() / without.tps().max(1e-9);
-    let report = serde_json::json!({
-        "benchmark": "fencing",
-        "clients": cfg.clients,
-        "seconds_per_round": cfg.seconds,
-        "rounds": cfg.rounds,
-        "fsync": cfg.fsync,
-        "baseline_unfenced": {"txn_per_s": without.tps(), "p50_us": percentile(&without.latencies_us, 50.0), "p99_us": percentile(&without.latencies_us, 99.0)},
-        "fenced": {"txn_per_s": with.tps(), "p50_us": percentile(&with.latencies_us, 50.0), "p99_us": percentile(&with.latencies_us, 99.0)},
-        "ratio": ratio,
-    });
+    let res = alternate(
+        ["unfenced", "fenced"],
+        "txn/s",
+        cfg.rounds,
+        cfg.seconds,
+        |is_fenced, secs| {
+            let conninfo = if is_fenced { &fenced } else { &plain };
+            round(conninfo, &merchants, cfg.clients, secs)
+        },
+    )
+    .await?;
     if cfg.json {
+        let mut report = res.json();
+        report["benchmark"] = "fencing".into();
+        report["clients"] = cfg.clients.into();
+        report["seconds_per_round"] = cfg.seconds.into();
+        report["rounds"] = cfg.rounds.into();
+        report["fsync"] = cfg.fsync.into();
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "{:<22} {:>10} {:>9} {:>9}",
-            "variant", "txn/s", "p50 us", "p99 us"
-        );
-        for (name, t) in [("unfenced (baseline)", &without), ("fenced", &with)] {
-            println!(
-                "{:<22} {:>10.0} {:>9} {:>9}",
-                name,
-                t.tps(),
-                percentile(&t.latencies_us, 50.0),
-                percentile(&t.latencies_us, 99.0)
-            );
-        }
-        println!("ratio fenced/unfenced: {ratio:.3}x");
+        res.print("variant (1 payment + 2 ledger)", "txn/s");
     }
     drop(cluster);
     Ok(())

@@ -4,6 +4,9 @@
 pub mod fencing;
 pub mod router;
 
+use std::future::Future;
+use std::time::Duration;
+
 use crate::cli::{BenchArgs, BenchCommand};
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -22,9 +25,138 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Operations, wall time and per-operation latencies (microseconds).
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub ops: u64,
+    pub elapsed: Duration,
+    pub latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    pub fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Merge another client of the same round (same wall-clock window).
+    pub fn add_concurrent(&mut self, t: Tally) {
+        self.ops += t.ops;
+        self.elapsed = self.elapsed.max(t.elapsed);
+        self.latencies_us.extend(t.latencies_us);
+    }
+
+    /// Append a later round.
+    pub fn add_round(&mut self, t: Tally) {
+        self.ops += t.ops;
+        self.elapsed += t.elapsed;
+        self.latencies_us.extend(t.latencies_us);
+    }
+
+    fn sort(&mut self) {
+        self.latencies_us.sort_unstable();
+    }
+
+    fn p(&self, q: f64) -> u64 {
+        percentile(&self.latencies_us, q)
+    }
+}
+
+/// A baseline and a candidate measured in the same run.
+#[derive(Debug)]
+pub struct AbResult {
+    pub names: [&'static str; 2],
+    pub baseline: Tally,
+    pub candidate: Tally,
+}
+
+impl AbResult {
+    pub fn ratio(&self) -> f64 {
+        self.candidate.per_sec() / self.baseline.per_sec().max(1e-9)
+    }
+
+    /// `{"<baseline name>": {per_s, p50_us, p99_us}, "<candidate name>": {...}, "ratio"}`
+    pub fn json(&self) -> serde_json::Value {
+        let one = |t: &Tally| serde_json::json!({"per_s": t.per_sec(), "p50_us": t.p(50.0), "p99_us": t.p(99.0)});
+        serde_json::json!({
+            self.names[0]: one(&self.baseline),
+            self.names[1]: one(&self.candidate),
+            "ratio": self.ratio(),
+        })
+    }
+
+    /// A small table: both variants side by side, then the ratio.
+    pub fn print(&self, title: &str, unit: &str) {
+        println!("{title:<26} {unit:>10} {:>9} {:>9}", "p50 us", "p99 us");
+        for (name, t) in [
+            (format!("{} (baseline)", self.names[0]), &self.baseline),
+            (self.names[1].to_owned(), &self.candidate),
+        ] {
+            println!(
+                "{name:<26} {:>10.0} {:>9} {:>9}",
+                t.per_sec(),
+                t.p(50.0),
+                t.p(99.0)
+            );
+        }
+        println!(
+            "ratio {}/{}: {:.3}x",
+            self.names[1],
+            self.names[0],
+            self.ratio()
+        );
+    }
+}
+
+/// One warm-up round of each variant, then `rounds` rounds alternating which runs
+/// first, so neither always meets a warmer cache or a quieter machine.
+/// `run(candidate, seconds)` measures one round of one variant.
+pub async fn alternate<F, Fut>(
+    names: [&'static str; 2],
+    unit: &str,
+    rounds: u32,
+    seconds: u32,
+    mut run: F,
+) -> anyhow::Result<AbResult>
+where
+    F: FnMut(bool, u32) -> Fut,
+    Fut: Future<Output = anyhow::Result<Tally>>,
+{
+    run(false, 1).await?;
+    run(true, 1).await?;
+    let (mut baseline, mut candidate) = (Tally::default(), Tally::default());
+    for r in 0..rounds {
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for is_candidate in order {
+            let t = run(is_candidate, seconds).await?;
+            eprintln!(
+                "  round {} {:<12} {:>9.0} {unit}",
+                r + 1,
+                names[usize::from(is_candidate)],
+                t.per_sec()
+            );
+            if is_candidate {
+                candidate.add_round(t);
+            } else {
+                baseline.add_round(t);
+            }
+        }
+    }
+    baseline.sort();
+    candidate.sort();
+    Ok(AbResult {
+        names,
+        baseline,
+        candidate,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::*;
 
     #[test]
     fn percentiles() {
@@ -33,5 +165,36 @@ mod tests {
         assert_eq!(percentile(&v, 99.0), 99);
         assert_eq!(percentile(&v, 100.0), 100);
         assert_eq!(percentile(&[], 50.0), 0);
+    }
+
+    #[tokio::test]
+    async fn alternate_interleaves_and_sums_rounds() {
+        let mut calls = Vec::new();
+        let res = alternate(["a", "b"], "op/s", 2, 1, |cand, secs| {
+            calls.push((cand, secs));
+            async move {
+                Ok(Tally {
+                    ops: if cand { 50 } else { 100 },
+                    elapsed: Duration::from_secs(1),
+                    latencies_us: vec![10, 20],
+                })
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            calls,
+            vec![
+                (false, 1),
+                (true, 1),
+                (false, 1),
+                (true, 1),
+                (true, 1),
+                (false, 1)
+            ]
+        );
+        assert_eq!(res.baseline.ops, 200);
+        assert!((res.ratio() - 0.5).abs() < 1e-9);
+        assert_eq!(res.json()["ratio"], 0.5);
     }
 }

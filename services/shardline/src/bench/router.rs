@@ -24,7 +24,7 @@ use shardline_router::payments::{self, Op, Target};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-use super::percentile;
+use super::{Tally, alternate};
 use crate::config::{ConfigError, in_range};
 
 #[derive(Debug, Args)]
@@ -64,25 +64,6 @@ impl RouterBenchConfig {
             shards: in_range("shards", a.shards, 1..=8)?,
             json: a.json,
         })
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    ops: u64,
-    elapsed: Duration,
-    latencies_us: Vec<u64>,
-}
-
-impl Tally {
-    fn per_sec(&self) -> f64 {
-        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    fn add(&mut self, t: Tally) {
-        self.ops += t.ops;
-        self.elapsed = self.elapsed.max(t.elapsed);
-        self.latencies_us.extend(t.latencies_us);
     }
 }
 
@@ -257,7 +238,7 @@ async fn round(b: &Arc<Bench>, http: bool, clients: u32, seconds: u32) -> anyhow
         .collect();
     let mut total = Tally::default();
     for h in handles {
-        total.add(h.await.context("bench client panicked")??);
+        total.add_concurrent(h.await.context("bench client panicked")??);
     }
     Ok(total)
 }
@@ -338,63 +319,25 @@ pub async fn run(cfg: RouterBenchConfig) -> anyhow::Result<()> {
         "bench router: {} clients, {} shards, {} s x {} rounds per variant (+1 warm-up), create+capture per op",
         cfg.clients, cfg.shards, cfg.seconds, cfg.rounds
     );
-    round(&b, false, cfg.clients, 1).await?;
-    round(&b, true, cfg.clients, 1).await?;
-    let (mut direct, mut routed) = (Tally::default(), Tally::default());
-    for r in 0..cfg.rounds {
-        let order = if r % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for http in order {
-            let t = round(&b, http, cfg.clients, cfg.seconds).await?;
-            eprintln!(
-                "  round {} {:<7} {:>8.0} ops/s",
-                r + 1,
-                if http { "router" } else { "direct" },
-                t.per_sec()
-            );
-            let acc = if http { &mut routed } else { &mut direct };
-            acc.ops += t.ops;
-            acc.elapsed += t.elapsed;
-            acc.latencies_us.extend(t.latencies_us);
-        }
-    }
-    direct.latencies_us.sort_unstable();
-    routed.latencies_us.sort_unstable();
-    let ratio = routed.per_sec() / direct.per_sec().max(1e-9);
-    let report = serde_json::json!({
-        "benchmark": "router",
-        "op": "create+capture",
-        "clients": cfg.clients,
-        "shards": cfg.shards,
-        "seconds_per_round": cfg.seconds,
-        "rounds": cfg.rounds,
-        "baseline_direct_sql": {"ops_per_s": direct.per_sec(), "p50_us": percentile(&direct.latencies_us, 50.0), "p99_us": percentile(&direct.latencies_us, 99.0)},
-        "router_http": {"ops_per_s": routed.per_sec(), "p50_us": percentile(&routed.latencies_us, 50.0), "p99_us": percentile(&routed.latencies_us, 99.0)},
-        "ratio": ratio,
-    });
+    let res = alternate(
+        ["direct SQL", "router"],
+        "ops/s",
+        cfg.rounds,
+        cfg.seconds,
+        |http, secs| round(&b, http, cfg.clients, secs),
+    )
+    .await?;
     if cfg.json {
+        let mut report = res.json();
+        report["benchmark"] = "router".into();
+        report["op"] = "create+capture".into();
+        report["clients"] = cfg.clients.into();
+        report["shards"] = cfg.shards.into();
+        report["seconds_per_round"] = cfg.seconds.into();
+        report["rounds"] = cfg.rounds.into();
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
-            "{:<24} {:>10} {:>9} {:>9}",
-            "variant (create+capture)", "ops/s", "p50 us", "p99 us"
-        );
-        for (name, t) in [
-            ("direct SQL (baseline)", &direct),
-            ("router (HTTP)", &routed),
-        ] {
-            println!(
-                "{:<24} {:>10.0} {:>9} {:>9}",
-                name,
-                t.per_sec(),
-                percentile(&t.latencies_us, 50.0),
-                percentile(&t.latencies_us, 99.0)
-            );
-        }
-        println!("ratio router/direct: {ratio:.3}x");
+        res.print("variant (create+capture)", "ops/s");
     }
     shutdown.cancel();
     let _ = serving.await;
