@@ -10,6 +10,7 @@
 
 pub mod ledger;
 mod ops;
+mod reads;
 pub mod sql;
 
 use axum::http::StatusCode;
