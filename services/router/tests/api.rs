@@ -1,13 +1,11 @@
 //! The router against real shards: placement, lifecycle + ledger, idempotency,
 //! auth scopes and malformed input.
 
-mod common;
-
 use axum::http::{Method, StatusCode};
-use common::{Call, Cluster, assert_ledger_consistent};
 use serde_json::json;
 use shardline_core::MerchantId;
 use shardline_core::api_keys::{self, Scope};
+use shardline_testkit::{Call, Cluster, assert_ledger_consistent};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

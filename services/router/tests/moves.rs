@@ -3,12 +3,10 @@
 //! new owner, a hold that outlasts its budget is a 503; load samples reach the
 //! catalog.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{Cluster, Router, assert_ledger_consistent};
+use shardline_testkit::{Cluster, Router, assert_ledger_consistent};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 

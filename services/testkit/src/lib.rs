@@ -1,7 +1,11 @@
-//! Shared fixture: a catalog cluster and N shard clusters (real PostgreSQL),
-//! migrated and seeded with an even map, plus helpers to call a router in-process.
+//! Test support shared by the service crates' integration tests: a catalog cluster
+//! and N shard clusters (real PostgreSQL via devkit), migrated and seeded with an
+//! even map and an admin key; an in-process router and helpers to call it; ledger
+//! invariant checks. Never used by production code.
 
-#![allow(dead_code)]
+// Fixtures hold handles (routers, pools) that are not all Debug; nothing here is
+// printed.
+#![allow(missing_debug_implementations)]
 
 use std::time::Duration;
 
