@@ -1,0 +1,393 @@
+//! The move engine: plans moves, drives each through its persisted states, aborts,
+//! resumes after a crash and reconciles orphaned replication objects.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use serde_json::{Value, json};
+use shardline_core::MerchantId;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::model::{Error, MOVE_COLUMNS, MoveRow, MoveState, Result, move_id_of, object_name};
+use crate::repl::{self, TABLES, timeout};
+use crate::verify::{self, PassReport};
+
+mod finish;
+mod service;
+mod steps;
+
+pub use service::{plan_move, request_abort, run};
+
+/// What a [`StepHook`] tells the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAction {
+    Continue,
+    /// Stop the move right here as if the process died (tests of crash safety).
+    Crash,
+}
+
+/// Called after each step's action, before the next state is persisted, with the
+/// move id and the step name (`copying`, `catching_up`, `verifying`,
+/// `cutover_frozen`, `switched`, `cleaning`, `aborting`). For tests.
+pub type StepHook = Arc<dyn Fn(Uuid, &'static str) -> BoxFuture<'static, HookAction> + Send + Sync>;
+
+/// Engine settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Catalog URL (used by [`run`]; [`Engine::new`] takes a pool).
+    pub catalog_url: String,
+    /// Key of the catalog advisory lock that elects the leader engine.
+    pub leader_lock_key: i64,
+    /// How often [`run`] looks for moves to drive.
+    pub poll_interval: Duration,
+    /// Bound on the initial copy (all tables in sync state 'r').
+    pub sync_timeout: Duration,
+    /// Catch-up is reached when the slot lags by at most this many WAL bytes...
+    pub catchup_max_lag_bytes: i64,
+    /// ...or after this long (verification absorbs the remaining lag).
+    pub catchup_timeout: Duration,
+    /// Re-check passes over mismatching rows before verification gives up.
+    pub verify_max_passes: u32,
+    pub verify_recheck_delay: Duration,
+    /// After the full pass, delta passes (rows written since the previous pass)
+    /// repeat until one sees at most `delta_settle_rows` rows, at most this often,
+    /// so the check inside the pause covers only the last few milliseconds.
+    pub delta_passes_max: u32,
+    pub delta_settle_rows: usize,
+    /// Bound on waiting for the cutover marker on the target (inside the pause).
+    pub marker_timeout: Duration,
+    /// Rows per DELETE batch in cleanup and abort.
+    pub delete_batch: i64,
+    /// Connections per shard pool.
+    pub shard_pool_size: u32,
+    pub hook: Option<StepHook>,
+}
+
+impl Config {
+    pub fn new(catalog_url: impl Into<String>) -> Self {
+        Config {
+            catalog_url: catalog_url.into(),
+            leader_lock_key: 0x5348_524C_5245_4231, // "SHRLREB1"
+            poll_interval: Duration::from_secs(1),
+            sync_timeout: Duration::from_secs(600),
+            catchup_max_lag_bytes: 64 * 1024,
+            catchup_timeout: Duration::from_secs(5),
+            verify_max_passes: 50,
+            verify_recheck_delay: Duration::from_millis(10),
+            delta_passes_max: 6,
+            delta_settle_rows: 64,
+            marker_timeout: Duration::from_secs(2),
+            delete_batch: 5000,
+            shard_pool_size: 8,
+            hook: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("leader_lock_key", &self.leader_lock_key)
+            .field("poll_interval", &self.poll_interval)
+            .field("sync_timeout", &self.sync_timeout)
+            .field("catchup_max_lag_bytes", &self.catchup_max_lag_bytes)
+            .field("catchup_timeout", &self.catchup_timeout)
+            .field("verify_max_passes", &self.verify_max_passes)
+            .field("marker_timeout", &self.marker_timeout)
+            .field("delete_batch", &self.delete_batch)
+            .field("hook", &self.hook.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to move.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// A catalog range by id.
+    Range(i64),
+    /// The range holding a merchant's shard key.
+    Merchant(MerchantId),
+}
+
+#[derive(Debug, Clone)]
+struct ShardConn {
+    pool: PgPool,
+    dsn: String,
+}
+
+/// The move engine. Holds the leader lock for its whole life.
+#[derive(Debug)]
+pub struct Engine {
+    catalog: PgPool,
+    config: Config,
+    shards: Mutex<HashMap<String, ShardConn>>,
+    _leader: Mutex<PgConnection>,
+}
+
+impl Engine {
+    /// Become the leader engine (`pg_try_advisory_lock` on a dedicated catalog
+    /// connection held until the engine is dropped) or fail with [`Error::NotLeader`].
+    pub async fn new(catalog: PgPool, config: Config) -> Result<Self> {
+        let mut conn = catalog.acquire().await?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(config.leader_lock_key)
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            return Err(Error::NotLeader);
+        }
+        Ok(Engine {
+            catalog,
+            config,
+            shards: Mutex::new(HashMap::new()),
+            _leader: Mutex::new(conn),
+        })
+    }
+
+    pub fn catalog(&self) -> &PgPool {
+        &self.catalog
+    }
+
+    async fn shard(&self, id: &str) -> Result<ShardConn> {
+        let mut shards = self.shards.lock().await;
+        if let Some(s) = shards.get(id) {
+            return Ok(s.clone());
+        }
+        let dsn: String = sqlx::query_scalar("SELECT dsn FROM shards WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.catalog)
+            .await?
+            .ok_or_else(|| Error::UnknownShard(id.to_owned()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(self.config.shard_pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy(&dsn)?;
+        let conn = ShardConn { pool, dsn };
+        shards.insert(id.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    /// The persisted move.
+    pub async fn load(&self, id: Uuid) -> Result<MoveRow> {
+        sqlx::query_as::<_, MoveRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {MOVE_COLUMNS} FROM moves WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.catalog)
+        .await?
+        .ok_or(Error::NotFound(id))
+    }
+
+    /// Record a move of `subject` to shard `to` in state `planned`; returns its id.
+    pub async fn plan_move(&self, subject: Subject, to: &str, reason: &str) -> Result<Uuid> {
+        plan_move(&self.catalog, subject, to, reason).await
+    }
+
+    /// Ask a move to roll back. Returns false when it is past the point of no
+    /// return (`switched` or later) or already finished.
+    pub async fn abort(&self, id: Uuid) -> Result<bool> {
+        request_abort(&self.catalog, id).await
+    }
+
+    async fn transition(&self, m: &mut MoveRow, to: MoveState, detail: Value) -> Result<()> {
+        let from = m.state()?;
+        let mut tx = self.catalog.begin().await?;
+        let n = sqlx::query(
+            "UPDATE moves SET state = $2, updated_at = now(),
+                    finished_at = CASE WHEN $2 IN ('done', 'aborted') THEN now() END
+              WHERE id = $1 AND state = $3",
+        )
+        .bind(m.id)
+        .bind(to.as_str())
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(Error::Conflict {
+                id: m.id,
+                expected: from,
+            });
+        }
+        if to == MoveState::Copying {
+            // Routers see the range as moving (and get a new map epoch).
+            sqlx::query("UPDATE ranges SET state = 'moving' WHERE id = $1 AND shard_id = $2")
+                .bind(m.range_id)
+                .bind(&m.source_shard)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.event(&mut tx, m.id, Some(from), to, detail).await?;
+        tx.commit().await?;
+        tracing::info!(move_id = %m.id, %from, %to, "move state");
+        m.state = to.as_str().to_owned();
+        Ok(())
+    }
+
+    async fn event(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        id: Uuid,
+        from: Option<MoveState>,
+        to: MoveState,
+        detail: Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO move_events (move_id, from_state, to_state, detail) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(from.map(|s| s.as_str()))
+        .bind(to.as_str())
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_phase(&self, id: Uuid, phase: &str, d: Duration) -> Result<()> {
+        sqlx::query(
+            "UPDATE moves SET phase_ms = phase_ms || jsonb_build_object($2::text, $3::float8), updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(phase)
+        .bind(d.as_secs_f64() * 1000.0)
+        .execute(&self.catalog)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_stats(&self, id: Uuid, stats: Value) -> Result<()> {
+        sqlx::query("UPDATE moves SET stats = stats || $2 WHERE id = $1")
+            .bind(id)
+            .bind(stats)
+            .execute(&self.catalog)
+            .await?;
+        Ok(())
+    }
+
+    async fn hook(&self, id: Uuid, step: &'static str) -> Result<()> {
+        if let Some(h) = &self.config.hook
+            && h(id, step).await == HookAction::Crash
+        {
+            return Err(Error::Crashed(step));
+        }
+        Ok(())
+    }
+
+    async fn check_abort(&self, id: Uuid) -> Result<()> {
+        let flag: bool = sqlx::query_scalar("SELECT abort_requested FROM moves WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.catalog)
+            .await?;
+        if flag {
+            return Err(Error::AbortRequested);
+        }
+        Ok(())
+    }
+
+    /// Drive a move until `done` or `aborted`. A failure before the catalog flip
+    /// rolls the move back (`aborting -> aborted`); a failure after it is returned
+    /// and the move is resumed forward later.
+    pub async fn run_move(&self, id: Uuid) -> Result<MoveState> {
+        let mut m = self.load(id).await?;
+        loop {
+            let st = m.state()?;
+            if st.is_terminal() {
+                return Ok(st);
+            }
+            if m.abort_requested && st.can_abort() && st != MoveState::Aborting {
+                self.transition(&mut m, MoveState::Aborting, json!({"reason": "operator"}))
+                    .await?;
+                continue;
+            }
+            let span = tracing::info_span!("move_step", move_id = %id, state = %st,
+                range_id = m.range_id, source = %m.source_shard, target = %m.target_shard);
+            let res = self.step(&mut m, st).instrument(span).await;
+            match res {
+                Ok(()) => {}
+                Err(e @ Error::Crashed(_)) => return Err(e),
+                Err(e) => {
+                    let msg = e.to_string();
+                    tracing::warn!(move_id = %id, state = %st, error = %msg, "move step failed");
+                    sqlx::query("UPDATE moves SET error = $2, updated_at = now() WHERE id = $1")
+                        .bind(id)
+                        .bind(&msg)
+                        .execute(&self.catalog)
+                        .await?;
+                    m = self.load(id).await?;
+                    let now = m.state()?;
+                    if now.can_abort() && now != MoveState::Aborting {
+                        self.transition(&mut m, MoveState::Aborting, json!({"error": msg}))
+                            .await?;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+            m = self.load(id).await?;
+        }
+    }
+
+    async fn step(&self, m: &mut MoveRow, st: MoveState) -> Result<()> {
+        match st {
+            MoveState::Planned => self.transition(m, MoveState::Copying, json!({})).await,
+            MoveState::Copying => {
+                let t = Instant::now();
+                self.copy(m).await?;
+                self.set_phase(m.id, "copy_ms", t.elapsed()).await?;
+                self.hook(m.id, "copying").await?;
+                self.transition(m, MoveState::CatchingUp, json!({})).await
+            }
+            MoveState::CatchingUp => {
+                let t = Instant::now();
+                let lag = self.catch_up(m).await?;
+                self.set_phase(m.id, "catch_up_ms", t.elapsed()).await?;
+                self.hook(m.id, "catching_up").await?;
+                self.transition(m, MoveState::Verifying, json!({"lag_bytes": lag}))
+                    .await
+            }
+            MoveState::Verifying => {
+                let t = Instant::now();
+                let report = self.verify(m).await?;
+                self.set_phase(m.id, "verify_ms", t.elapsed()).await?;
+                self.set_stats(m.id, json!({"verify": report})).await?;
+                self.hook(m.id, "verifying").await?;
+                self.check_abort(m.id).await?;
+                self.transition(m, MoveState::Cutover, json!({"verify": report}))
+                    .await?;
+                self.cutover(m, &report).await
+            }
+            // Only reached when a previous engine stopped mid-cutover: the source
+            // is (or may be) frozen and the catalog did not flip. Roll back.
+            MoveState::Cutover => Err(Error::Inconsistent(
+                "cutover was interrupted before the catalog flip".into(),
+            )),
+            MoveState::Switched => {
+                self.hook(m.id, "switched").await?;
+                self.transition(m, MoveState::Cleaning, json!({})).await
+            }
+            MoveState::Cleaning => {
+                let t = Instant::now();
+                let deleted = self.cleanup(m).await?;
+                self.set_phase(m.id, "cleanup_ms", t.elapsed()).await?;
+                self.hook(m.id, "cleaning").await?;
+                self.transition(m, MoveState::Done, json!({"source_rows_deleted": deleted}))
+                    .await
+            }
+            MoveState::Aborting => {
+                let deleted = self.teardown(m).await?;
+                self.hook(m.id, "aborting").await?;
+                self.finish_abort(m, deleted).await
+            }
+            MoveState::Done | MoveState::Aborted => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Money-aware verification of a moved range: every row compared by (primary key,
+//! version, md5 of the row text) between source and target while writes continue,
+//! mismatching rows re-checked until they converge; with the source frozen, counts,
+//! per-merchant per-currency ledger sums and balances, and the rows changed since
+//! the last full pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use crate::model::{Error, Result};
+use crate::repl::TABLES;
+
+/// (version, md5 of the row text) by primary key text.
+type Digest = HashMap<String, (i64, String)>;
+
+/// What a full verification pass found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassReport {
+    pub rows: BTreeMap<String, usize>,
+    pub passes: u32,
+    pub rechecked: usize,
+    /// Rows compared by each delta pass after the full pass.
+    pub delta_rows: Vec<usize>,
+    /// Keys (per table) still being updated at the last look: the target was
+    /// following them; they are compared again with the source frozen.
+    #[serde(skip)]
+    pub deferred: BTreeMap<String, Vec<String>>,
+    /// Source transaction id horizon taken before the pass started: rows written by
+    /// transactions at or above it are re-checked at cutover.
+    pub xmin_horizon: i64,
+}
+
+/// The key of a row: the canonical text of a jsonb object of its primary key
+/// (identical on both sides, and usable to look the row up by index).
+fn key_expr(pk: &str, alias: &str) -> String {
+    let parts = pk
+        .split(',')
+        .map(|c| c.trim())
+        .map(|c| format!("'{c}', {alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("jsonb_build_object({parts})::text")
+}
+
+fn select_digest(table: &str, pk: &str, filter: &str) -> String {
+    let k = key_expr(pk, "t");
+    format!(
+        "SELECT {k} AS k, t.version, md5(t::text) AS h FROM {table} t
+          WHERE t.shard_key >= $1 AND t.shard_key < $2 {filter}"
+    )
+}
+
+/// Look rows up by key (index probes, not a scan of the range).
+fn select_by_keys(table: &str, pk: &str) -> String {
+    let k = key_expr(pk, "t");
+    let on = pk
+        .split(',')
+        .map(|c| c.trim())
+        .map(|c| format!("t.{c} = r.{c}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "SELECT {k} AS k, t.version, md5(t::text) AS h
+           FROM unnest($1::text[]) AS u(k)
+           CROSS JOIN LATERAL jsonb_populate_record(NULL::{table}, u.k::jsonb) AS r
+           JOIN {table} t ON {on}"
+    )
+}
+
+async fn digest(pool: &PgPool, table: &str, pk: &str, start: i64, end: i64) -> Result<Digest> {
+    let sql = select_digest(table, pk, "");
+    let mut out = Digest::new();
+    // Streamed from the server cursor-style: memory holds the digests, not rows.
+    let mut rows = sqlx::query_as::<_, (String, i64, String)>(AssertSqlSafe(sql))
+        .bind(start)
+        .bind(end)
+        .fetch(pool);
+    while let Some((k, v, h)) = rows.try_next().await? {
+        out.insert(k, (v, h));
+    }
+    Ok(out)
+}
+
+async fn digest_keys(pool: &PgPool, table: &str, pk: &str, keys: &[String]) -> Result<Digest> {
+    let mut out = Digest::new();
+    let sql = select_by_keys(table, pk);
+    for chunk in keys.chunks(1000) {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(AssertSqlSafe(sql.clone()))
+            .bind(chunk)
+            .fetch_all(pool)
+            .await?;
+        for (k, v, h) in rows {
+            out.insert(k, (v, h));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Diff {
+    /// same version, different content: corruption, never lag
+    Corrupt,
+    /// missing, extra or an older/newer version: may be replication lag
+    Lag,
+}
+
+fn compare(src: &Digest, dst: &Digest) -> HashMap<String, Diff> {
+    let mut out = HashMap::new();
+    for (k, (v, h)) in src {
+        match dst.get(k) {
+            None => {
+                out.insert(k.clone(), Diff::Lag);
+            }
+            Some((v2, h2)) if v2 == v && h2 != h => {
+                out.insert(k.clone(), Diff::Corrupt);
+            }
+            Some((v2, _)) if v2 != v => {
+                out.insert(k.clone(), Diff::Lag);
+            }
+            Some(_) => {}
+        }
+    }
+    for k in dst.keys() {
+        if !src.contains_key(k) {
+            out.insert(k.clone(), Diff::Lag);
+        }
+    }
+    out
+}
+
+async fn source_horizon(source: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT txid_snapshot_xmin(txid_current_snapshot())::text::bigint")
+            .fetch_one(source)
+            .await?,
+    )
+}
+
+/// Re-check differing rows (both sides, by key) until they agree. A row whose
+/// content differs at the same version twice is corruption. A row the source keeps
+/// updating is settled once the target reached the version the source had at the
+/// previous read (replication is applying it): it is deferred to the next pass and
+/// to the frozen check. Rows still differing otherwise after `max_passes` fail.
+/// Returns (passes, rows re-checked, deferred keys).
+#[allow(clippy::too_many_arguments)]
+async fn converge(
+    source: &PgPool,
+    target: &PgPool,
+    table: &str,
+    pk: &str,
+    mut prev_src: Digest,
+    mut diffs: HashMap<String, Diff>,
+    max_passes: u32,
+    recheck_delay: Duration,
+) -> Result<(u32, usize, Vec<String>)> {
+    let mut passes = 1;
+    let mut rechecked = 0;
+    let mut deferred = Vec::new();
+    let mut corrupt_seen: HashMap<String, u32> = HashMap::new();
+    while !diffs.is_empty() {
+        for (k, d) in &diffs {
+            if *d == Diff::Corrupt {
+                let n = corrupt_seen.entry(k.clone()).or_insert(0);
+                *n += 1;
+                if *n >= 2 {
+                    return Err(Error::Verification(format!(
+                        "{table} row {k} differs from the source at the same version"
+                    )));
+                }
+            }
+        }
+        if passes >= max_passes {
+            let sample: Vec<&String> = diffs.keys().take(5).collect();
+            return Err(Error::Verification(format!(
+                "{} {table} rows did not converge after {passes} passes (e.g. {sample:?})",
+                diffs.len()
+            )));
+        }
+        tokio::time::sleep(recheck_delay).await;
+        let keys: Vec<String> = diffs.keys().cloned().collect();
+        rechecked += keys.len();
+        // Target first: it lags the source, so a quiet row reads equal.
+        let dst = digest_keys(target, table, pk, &keys).await?;
+        let src = digest_keys(source, table, pk, &keys).await?;
+        diffs = compare(&src, &dst);
+        diffs.retain(|k, d| {
+            let progressing = *d == Diff::Lag
+                && matches!((dst.get(k), prev_src.get(k)), (Some((dv, _)), Some((pv, _))) if dv >= pv);
+            if progressing {
+                deferred.push(k.clone());
+            }
+            !progressing
+        });
+        prev_src = src;
+        passes += 1;
+    }
+    Ok((passes, rechecked, deferred))
+}
+
+/// Full pass while writes continue: every row of the range on both sides, then
+/// the differing ones re-checked until they converge.
+pub async fn full_pass(
+    source: &PgPool,
+    target: &PgPool,
+    start: i64,
+    end: i64,
+    max_passes: u32,
+    recheck_delay: Duration,
+) -> Result<PassReport> {
+    let xmin_horizon = source_horizon(source).await?;
+    let mut report = PassReport {
+        xmin_horizon,
+        ..PassReport::default()
+    };
+    for (table, pk) in TABLES {
+        // Target first: it lags the source, so a quiet row reads equal.
+        let dst = digest(target, table, pk, start, end).await?;
+        let src = digest(source, table, pk, start, end).await?;
+        report.rows.insert(table.to_owned(), src.len());
+        let diffs = compare(&src, &dst);
+        let (passes, rechecked, deferred) = converge(
+            source,
+            target,
+            table,
+            pk,
+            src,
+            diffs,
+            max_passes,
+            recheck_delay,
+        )
+        .await?;
+        report.passes = report.passes.max(passes);
+        report.rechecked += rechecked;
+        report.deferred.insert(table.to_owned(), deferred);
+    }
+    Ok(report)
+}
+
+/// Delta pass while writes continue: only rows the source wrote since
+/// `report.xmin_horizon` plus the rows deferred by the previous pass (looked up on
+/// the target by key). Advances the horizon (taken before the pass) and replaces
+/// the deferred set; returns how many rows it compared.
+pub async fn delta_pass(
+    source: &PgPool,
+    target: &PgPool,
+    start: i64,
+    end: i64,
+    report: &mut PassReport,
+    max_passes: u32,
+    recheck_delay: Duration,
+) -> Result<usize> {
+    let new_horizon = source_horizon(source).await?;
+    let horizon = report.xmin_horizon;
+    // Tables in parallel: the pass must be short for the next one to see few rows.
+    let per_table = TABLES.iter().map(|&(table, pk)| {
+        let carried = report.deferred.remove(table).unwrap_or_default();
+        async move {
+            let mut src = changed_since(source, table, pk, start, end, horizon).await?;
+            let extra: Vec<String> = carried
+                .into_iter()
+                .filter(|k| !src.contains_key(k))
+                .collect();
+            if !extra.is_empty() {
+                src.extend(digest_keys(source, table, pk, &extra).await?);
+            }
+            let mut keys: Vec<String> = src.keys().cloned().collect();
+            keys.extend(extra.iter().filter(|k| !src.contains_key(*k)).cloned());
+            if keys.is_empty() {
+                return Ok::<_, Error>((table, 0, Vec::new()));
+            }
+            let dst = digest_keys(target, table, pk, &keys).await?;
+            let diffs = compare(&src, &dst);
+            let (_, _, deferred) = converge(
+                source,
+                target,
+                table,
+                pk,
+                src,
+                diffs,
+                max_passes,
+                recheck_delay,
+            )
+            .await?;
+            Ok((table, keys.len(), deferred))
+        }
+    });
+    let per_table: Vec<_> = per_table.collect();
+    let mut changed = 0;
+    for (table, n, deferred) in futures_util::future::try_join_all(per_table).await? {
+        changed += n;
+        report.deferred.insert(table.to_owned(), deferred);
+    }
+    report.xmin_horizon = new_horizon;
+    report.delta_rows.push(changed);
+    Ok(changed)
+}
+
+async fn changed_since(
+    source: &PgPool,
+    table: &str,
+    pk: &str,
+    start: i64,
+    end: i64,
+    horizon: i64,
+) -> Result<Digest> {
+    let sql = select_digest(
+        table,
+        pk,
+        "AND t.xmin::text::bigint >= ($3::bigint % 4294967296)",
+    );
+    let rows: Vec<(String, i64, String)> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(start)
+        .bind(end)
+        .bind(horizon)
+        .fetch_all(source)
+        .await?;
+    Ok(rows.into_iter().map(|(k, v, h)| (k, (v, h))).collect())
+}
+
+/// The source side of the cutover check, read once the source is frozen and the
+/// marker written (so it is final) while the target is still applying.
+#[derive(Debug)]
+pub struct FrozenSource {
+    aggregates: (Vec<i64>, String),
+    /// (table, pk, source digests, keys to compare)
+    tables: Vec<(&'static str, &'static str, Digest, Vec<String>)>,
+}
+
+/// Read the source side: counts, ledger sums and balances, and every row written
+/// since the last pass began plus the deferred ones.
+pub async fn frozen_source(
+    source: &PgPool,
+    start: i64,
+    end: i64,
+    report: &PassReport,
+) -> Result<FrozenSource> {
+    let tables = futures_util::future::try_join_all(TABLES.iter().map(|&(table, pk)| async move {
+        let mut src = changed_since(source, table, pk, start, end, report.xmin_horizon).await?;
+        let mut keys: Vec<String> = src.keys().cloned().collect();
+        let extra: Vec<String> = report
+            .deferred
+            .get(table)
+            .into_iter()
+            .flatten()
+            .filter(|k| !src.contains_key(*k))
+            .cloned()
+            .collect();
+        if !extra.is_empty() {
+            src.extend(digest_keys(source, table, pk, &extra).await?);
+            keys.extend(extra);
+        }
+        Ok::<_, Error>((table, pk, src, keys))
+    }));
+    let (aggregates, tables) = tokio::try_join!(aggregates(source, start, end), tables)?;
+    Ok(FrozenSource { aggregates, tables })
+}
+
+/// Compare the target (caught up: the marker arrived) with the frozen source:
+/// counts per table, ledger sums and balances per merchant, currency and account,
+/// and the rows written since the last pass, by key. Returns how many rows it
+/// compared.
+pub async fn frozen_compare(
+    target: &PgPool,
+    start: i64,
+    end: i64,
+    src: &FrozenSource,
+) -> Result<usize> {
+    let rows =
+        futures_util::future::try_join_all(src.tables.iter().filter(|t| !t.3.is_empty()).map(
+            |(table, pk, digest, keys)| async move {
+                let dst = digest_keys(target, table, pk, keys).await?;
+                if let Some((k, _)) = compare(digest, &dst).into_iter().next() {
+                    return Err(Error::Verification(format!(
+                        "{table} row {k} differs at cutover"
+                    )));
+                }
+                Ok(keys.len())
+            },
+        ));
+    let (b, changed) = tokio::try_join!(aggregates(target, start, end), rows)?;
+    let a = &src.aggregates;
+    if a.0 != b.0 {
+        return Err(Error::Verification(format!(
+            "row counts differ at cutover: source {:?}, target {:?}",
+            a.0, b.0
+        )));
+    }
+    if a.1 != b.1 {
+        return Err(Error::Verification(
+            "ledger sums or balances differ at cutover".into(),
+        ));
+    }
+    Ok(changed.into_iter().sum())
+}
+
+/// Counts per table, and the ledger sums (per merchant, currency, account) and
+/// balances of the range as one canonical string: one round trip.
+async fn aggregates(pool: &PgPool, start: i64, end: i64) -> Result<(Vec<i64>, String)> {
+    let counts = TABLES
+        .iter()
+        .map(|(t, _)| {
+            format!("(SELECT count(*) FROM {t} WHERE shard_key >= $1 AND shard_key < $2)")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT ARRAY[{counts}]::bigint[], (SELECT coalesce(string_agg(x, ';' ORDER BY x), '') FROM (
+            SELECT 'L' || merchant_id || currency || account || '=' || sum(amount)::text AS x
+              FROM ledger_entries WHERE shard_key >= $1 AND shard_key < $2
+             GROUP BY merchant_id, currency, account
+            UNION ALL
+            SELECT 'B' || merchant_id || currency || account || '=' || amount::text || '@' || version
+              FROM balances WHERE shard_key >= $1 AND shard_key < $2) s)"
+    );
+    Ok(sqlx::query_as(AssertSqlSafe(sql))
+        .bind(start)
+        .bind(end)
+        .fetch_one(pool)
+        .await?)
+}

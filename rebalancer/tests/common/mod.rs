@@ -1,0 +1,56 @@
+//! Move-specific checks on top of the shared fixture (`shardline-testkit`: real
+//! catalog + shard clusters and an in-process router).
+
+#![allow(dead_code)]
+
+pub use shardline_testkit::*;
+
+use sqlx::PgPool;
+
+/// Rows of `[start, end)` on a shard, all data tables.
+pub async fn range_rows(p: &PgPool, start: i64, end: i64) -> i64 {
+    shardline_rebalancer::repl::range_row_count(p, start, end)
+        .await
+        .unwrap()
+}
+
+/// No `sl_mv_%` publication, slot, subscription or origin (nor a table-sync slot)
+/// is left on any shard.
+pub async fn assert_no_move_objects(c: &Cluster) {
+    for (id, p) in &c.shard_pools {
+        let (pubs, slots, subs, origins) = shardline_rebalancer::repl::list_move_objects(p)
+            .await
+            .unwrap();
+        assert!(
+            pubs.is_empty() && slots.is_empty() && subs.is_empty() && origins.is_empty(),
+            "leftover move objects on {id}: {pubs:?} {slots:?} {subs:?} {origins:?}"
+        );
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_replication_slots")
+            .fetch_one(p)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "leftover replication slots on {id}");
+    }
+}
+
+/// (start, end, owner) of a catalog range.
+pub async fn range(c: &Cluster, id: i64) -> (i64, i64, String, String) {
+    sqlx::query_as("SELECT start_key, end_key, shard_id, state FROM ranges WHERE id = $1")
+        .bind(id)
+        .fetch_one(&c.catalog_pool)
+        .await
+        .unwrap()
+}
+
+/// The state of owned range `id` on a shard (None: not owned).
+pub async fn owned_state(p: &PgPool, id: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT state FROM owned_ranges WHERE id = $1")
+        .bind(id)
+        .fetch_optional(p)
+        .await
+        .unwrap()
+}
+
+pub fn engine_config(c: &Cluster) -> shardline_rebalancer::Config {
+    shardline_rebalancer::Config::new(c.catalog_url.clone())
+}

@@ -1,0 +1,173 @@
+//! Verification gates the flip: a row corrupted on the target after the copy (same
+//! version, different amount) is caught, and the move ends `aborted` with the source
+//! intact and active and nothing left on the target. Also: an operator abort.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Cluster, assert_ledger_consistent, assert_no_move_objects, range_rows};
+use futures_util::FutureExt;
+use shardline_rebalancer::{Engine, HookAction, MoveState, StepHook, Subject};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+async fn setup(c: &Cluster, r: &common::Router, n: usize) -> (String, i64, String, String) {
+    let m = r.merchant("USD").await;
+    for i in 0..n {
+        let a = r.authorize(&m, "12.50", "USD", &format!("p{i}")).await;
+        assert!(a.status.is_success(), "{a:?}");
+    }
+    let (source, range) = c.owner(&m).await;
+    let target = if source == "s1" { "s2" } else { "s1" }.to_owned();
+    (m, range, source, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_target_row_aborts_the_move() {
+    let c = Cluster::start(2).await;
+    let stop = CancellationToken::new();
+    let r = c.router(c.config(), &stop).await;
+    let (m, range_id, source, target) = setup(&c, &r, 50).await;
+    let (start, end, _, _) = common::range(&c, range_id).await;
+    let src_rows = range_rows(c.shard(&source), start, end).await;
+
+    // After catch-up, before verification: change a payment amount on the target
+    // the way only a bug could (replica role: no fence, no version bump).
+    let target_url = c.shards[if target == "s1" { 0 } else { 1 }].url("shard");
+    let m2 = m.clone();
+    let hook: StepHook = Arc::new(move |_, step| {
+        let url = target_url.clone();
+        let m = m2.clone();
+        async move {
+            if step == "catching_up" {
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql("SET session_replication_role = replica")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let n = sqlx::query(
+                    "UPDATE payments SET amount = amount + 1 WHERE payment_id =
+                        (SELECT payment_id FROM payments WHERE merchant_id = $1::uuid LIMIT 1)",
+                )
+                .bind(&m)
+                .execute(&mut conn)
+                .await
+                .unwrap()
+                .rows_affected();
+                assert_eq!(n, 1);
+            }
+            HookAction::Continue
+        }
+        .boxed()
+    });
+    let mut cfg = common::engine_config(&c);
+    cfg.hook = Some(hook);
+    cfg.verify_max_passes = 5;
+    let engine = Engine::new(c.catalog_pool.clone(), cfg).await.unwrap();
+    let id = engine
+        .plan_move(Subject::Range(range_id), &target, "test")
+        .await
+        .unwrap();
+    let st = engine.run_move(id).await.unwrap();
+    let mv = engine.load(id).await.unwrap();
+    eprintln!("ended {st}: {:?}", mv.error);
+    assert_eq!(st, MoveState::Aborted);
+    assert!(
+        mv.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("verification failed"),
+        "{:?}",
+        mv.error
+    );
+
+    // Source intact and active, catalog unchanged, target clean.
+    let (_, _, owner, state) = common::range(&c, range_id).await;
+    assert_eq!(
+        (owner.as_str(), state.as_str()),
+        (source.as_str(), "active")
+    );
+    assert_eq!(
+        common::owned_state(c.shard(&source), range_id)
+            .await
+            .as_deref(),
+        Some("active")
+    );
+    assert_eq!(common::owned_state(c.shard(&target), range_id).await, None);
+    assert_eq!(range_rows(c.shard(&source), start, end).await, src_rows);
+    assert_eq!(range_rows(c.shard(&target), start, end).await, 0);
+    assert_no_move_objects(&c).await;
+    assert_ledger_consistent(&c).await;
+    // Writes keep working on the source.
+    let a = r.authorize(&m, "1.00", "USD", "after-abort").await;
+    assert!(a.status.is_success(), "{a:?}");
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT to_state FROM move_events WHERE move_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&c.catalog_pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        events,
+        [
+            "planned",
+            "copying",
+            "catching_up",
+            "verifying",
+            "aborting",
+            "aborted"
+        ]
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_abort_rolls_back() {
+    let c = Cluster::start(2).await;
+    let stop = CancellationToken::new();
+    let r = c.router(c.config(), &stop).await;
+    let (_m, range_id, source, target) = setup(&c, &r, 20).await;
+    let (start, end, _, _) = common::range(&c, range_id).await;
+    let src_rows = range_rows(c.shard(&source), start, end).await;
+    let pool = c.catalog_pool.clone();
+    // The operator aborts while the move is catching up.
+    let hook: StepHook = Arc::new(move |id, step| {
+        let pool = pool.clone();
+        async move {
+            if step == "copying" {
+                sqlx::query("UPDATE moves SET abort_requested = true WHERE id = $1")
+                    .bind(id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            HookAction::Continue
+        }
+        .boxed()
+    });
+    let mut cfg = common::engine_config(&c);
+    cfg.hook = Some(hook);
+    let engine = Engine::new(c.catalog_pool.clone(), cfg).await.unwrap();
+    let id = engine
+        .plan_move(Subject::Range(range_id), &target, "test")
+        .await
+        .unwrap();
+    assert_eq!(engine.run_move(id).await.unwrap(), MoveState::Aborted);
+    assert!(
+        !engine.abort(id).await.unwrap(),
+        "finished moves cannot be aborted"
+    );
+    assert_eq!(range_rows(c.shard(&source), start, end).await, src_rows);
+    assert_eq!(range_rows(c.shard(&target), start, end).await, 0);
+    assert_eq!(
+        common::owned_state(c.shard(&source), range_id)
+            .await
+            .as_deref(),
+        Some("active")
+    );
+    assert_no_move_objects(&c).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    stop.cancel();
+}
