@@ -1,0 +1,145 @@
+//! The consumer: an ordered pull consumer over `shardline.cdc.>` starting after
+//! the last stream sequence the store recorded. Each message is applied with its
+//! cursor in one redb transaction; messages at or below a shard's cursor LSN are
+//! skipped (redelivery, replicator restarts). Any consumer or connection error
+//! recreates the consumer from the store's position.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
+use futures_util::StreamExt;
+use shardline_replicator::wire::{Transaction, format_lsn};
+use shardline_replicator::{STREAM, SUBJECT_PREFIX};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::store::Applied;
+use crate::{EdgeError, Shared, now_micros};
+
+const IDLE: Duration = Duration::from_millis(200);
+
+pub async fn run(
+    shared: Arc<Shared>,
+    nats_url: String,
+    shutdown: CancellationToken,
+) -> Result<(), EdgeError> {
+    async move {
+        let client = loop {
+            match async_nats::ConnectOptions::new()
+                .retry_on_initial_connect()
+                .connect(&nats_url)
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => warn!(error = %e, "NATS connect failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        };
+        let js = jetstream::new(client);
+        loop {
+            if let Err(e) = session(&shared, &js, &shutdown).await {
+                warn!(error = %e, "consumer session ended; recreating from the store's cursor");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+    .instrument(info_span!("edge_consumer"))
+    .await
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    js: &jetstream::Context,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let start = {
+        let s = shared.clone();
+        tokio::task::spawn_blocking(move || s.store.stream_seq())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            + 1
+    };
+    // Create the stream if no replicator has yet (same shape as theirs), so an
+    // edge started first waits for messages instead of failing.
+    shardline_replicator::setup::ensure_stream(js, Duration::from_secs(120))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: format!("{SUBJECT_PREFIX}.>"),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    debug!(start, "consuming");
+    let mut pending_zero = false;
+    loop {
+        let next = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            n = tokio::time::timeout(IDLE, messages.next()) => n,
+        };
+        let msg = match next {
+            Err(_idle) => {
+                if pending_zero {
+                    shared
+                        .caught_up_at_micros
+                        .store(now_micros(), Ordering::Relaxed);
+                }
+                continue;
+            }
+            Ok(None) => return Err("consumer stream ended".into()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(m))) => m,
+        };
+        let (seq, pending) = {
+            let info = msg.info().map_err(|e| e.to_string())?;
+            (info.stream_sequence, info.pending)
+        };
+        let txn = match Transaction::decode(&msg.payload) {
+            Ok(t) => t,
+            Err(e) => {
+                // A message this edge cannot read is an operator problem: stop here
+                // rather than skip it (the cursor stays before it).
+                return Err(format!("undecodable message at stream seq {seq}: {e}"));
+            }
+        };
+        let s = shared.clone();
+        let (applied, cursor) = tokio::task::spawn_blocking(move || {
+            s.store.apply(seq, &txn, now_micros()).map(|r| (r, txn))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|((a, c), txn)| {
+            debug!(seq, shard = %txn.shard, lsn = %format_lsn(txn.commit_lsn), ?a, "applied");
+            (a, (txn.shard, c))
+        })
+        .map_err(|e| e.to_string())?;
+        if let Applied::Applied { .. } = applied {
+            let (shard, c) = cursor;
+            shared.record_lag(c.applied_at_micros - c.commit_time_micros);
+            shared.cursors.send_modify(|m| {
+                m.insert(shard, c);
+            });
+        }
+        pending_zero = pending == 0;
+        if pending_zero {
+            shared
+                .caught_up_at_micros
+                .store(now_micros(), Ordering::Relaxed);
+        }
+    }
+}
