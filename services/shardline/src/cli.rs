@@ -56,6 +56,30 @@ pub enum Command {
     Keys(KeysArgs),
     /// Benchmarks (each prints its same-run baseline and the ratio).
     Bench(BenchArgs),
+    /// Stream one shard's committed transactions to NATS JetStream (CDC).
+    Replicator(crate::cdc::ReplicatorArgs),
+    /// Serve edge reads from the CDC stream (embedded store, 127.0.0.1:8090).
+    Edge(crate::cdc::EdgeArgs),
+    /// Move a key range (or a merchant's range) to another shard, online.
+    Move(MoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+    /// Catalog range id to move.
+    #[arg(long, conflicts_with = "merchant")]
+    pub range: Option<i64>,
+    /// Move the range holding this merchant's shard key.
+    #[arg(long)]
+    pub merchant: Option<String>,
+    /// Target shard id.
+    #[arg(long)]
+    pub to: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

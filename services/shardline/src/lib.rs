@@ -4,11 +4,13 @@
 //! own module and every service crate exposes `Config` + `run(config, shutdown)`.
 
 pub mod bench;
+pub mod cdc;
 pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod local;
 pub mod migrate;
+pub mod moves;
 pub mod status;
 pub mod up;
 
@@ -63,5 +65,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Keys(args) => keys::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Replicator(args) => cdc::run_replicator(args).await,
+        Command::Edge(args) => cdc::run_edge(args).await,
+        Command::Move(args) => moves::run(args).await,
     }
 }

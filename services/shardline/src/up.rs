@@ -4,9 +4,10 @@
 //! JetStream server (all children of this process, each in its own process group),
 //! applies migrations, registers shards, seeds an even range map and the shards'
 //! owned ranges, creates a dev admin key, then runs until Ctrl-C / SIGTERM and stops
-//! everything in order. The router serves on 127.0.0.1:8080 (or
-//! `SHARDLINE_ROUTER_LISTEN`; a free port when that one is taken); the other
-//! services (rebalancer, replicators, edge) join here as their issues land.
+//! everything in order. Services: the router on 127.0.0.1:8080 (or
+//! `SHARDLINE_ROUTER_LISTEN`; a free port when that one is taken), the move engine,
+//! one replicator per shard and an edge on 127.0.0.1:8090 (or
+//! `SHARDLINE_EDGE_LISTEN`; likewise).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -329,13 +330,28 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     let router = start_router(&stack).await?;
     let router_url = format!("http://{}", router.local_addr());
     let router_task = tokio::spawn(router.serve(shutdown.clone()));
-    print_summary(&stack, &router_url);
+    let rebalancer_task = tokio::spawn(shardline_rebalancer::run(
+        shardline_rebalancer::Config::new(stack.description.catalog_url.clone()),
+        shutdown.clone(),
+    ));
+    let (edge_url, cdc_tasks) = crate::cdc::start_in_up(&stack, &shutdown).await?;
+    print_summary(&stack, &router_url, &edge_url);
     shutdown.cancelled().await;
     println!("stopping...");
     match router_task.await {
         Ok(Err(e)) => tracing::error!(error = %e, "router failed"),
         Err(e) => tracing::error!(error = %e, "router task panicked"),
         Ok(Ok(())) => {}
+    }
+    match rebalancer_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "rebalancer failed"),
+        Err(e) => tracing::error!(error = %e, "rebalancer task panicked"),
+        Ok(Ok(())) => {}
+    }
+    for t in cdc_tasks {
+        if let Err(e) = t.await {
+            tracing::error!(error = %e, "replicator/edge task panicked");
+        }
     }
     stack.shutdown().await;
     println!("stopped");
@@ -364,7 +380,7 @@ async fn start_router(stack: &LocalStack) -> anyhow::Result<shardline_router::Se
     }
 }
 
-fn print_summary(stack: &LocalStack, router_url: &str) {
+fn print_summary(stack: &LocalStack, router_url: &str, edge_url: &str) {
     let d = &stack.description;
     println!("shardline is up (data in {})", stack.dir.display());
     println!("  catalog    {}", d.catalog_url);
@@ -381,7 +397,8 @@ fn print_summary(stack: &LocalStack, router_url: &str) {
         admin_key_path(&stack.dir).display()
     );
     println!("  router     {router_url} (payments API; {router_url}/openapi.json)");
-    println!("  services   router; rebalancer, replicators and edge join as they are built");
+    println!("  edge       {edge_url} (reads from the CDC stream; one replicator per shard)");
+    println!("  services   router, move engine, replicators, edge");
     println!("inspect with `shardline status`; stop with Ctrl-C");
 }
 
