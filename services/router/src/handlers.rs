@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use shardline_core::MerchantId;
+use shardline_core::ids::PaymentId;
 use shardline_core::money::{Currency, Money, MoneyError};
 
 use crate::AppState;
@@ -64,6 +65,19 @@ fn precheck(amount: &str) -> Result<(), AppError> {
         Ok(_) | Err(MoneyError::AmountTooPrecise { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `/v1/merchants/{mid}/payments/{pid}...`: both ids parsed, and the caller allowed
+/// to act for the merchant.
+fn payment_path(
+    path: Result<Path<(String, String)>, PathRejection>,
+    principal: &Principal,
+) -> Result<(MerchantId, PaymentId), AppError> {
+    let Path((mid, pid)) = path.map_err(path_error)?;
+    let merchant = merchant_id(&mid)?;
+    let payment = payment_id(&pid)?;
+    principal.check_merchant(&merchant)?;
+    Ok((merchant, payment))
 }
 
 fn path_error(e: PathRejection) -> AppError {
@@ -232,10 +246,7 @@ pub async fn get_payment(
     principal: Principal,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, AppError> {
-    let Path((mid, pid)) = path.map_err(path_error)?;
-    let merchant = merchant_id(&mid)?;
-    let payment = payment_id(&pid)?;
-    principal.check_merchant(&merchant)?;
+    let (merchant, payment) = payment_path(path, &principal)?;
     Ok(respond(
         route(&state, merchant, &Op::GetPayment { payment }, 0).await?,
     ))
@@ -256,10 +267,7 @@ pub async fn capture(
     path: Result<Path<(String, String)>, PathRejection>,
     body: JsonBody<Capture>,
 ) -> Result<Response, AppError> {
-    let Path((mid, pid)) = path.map_err(path_error)?;
-    let merchant = merchant_id(&mid)?;
-    let payment = payment_id(&pid)?;
-    principal.check_merchant(&merchant)?;
+    let (merchant, payment) = payment_path(path, &principal)?;
     let amount = body.value.amount;
     if let Some(a) = &amount {
         precheck(a)?;
@@ -290,10 +298,7 @@ pub async fn refund(
     path: Result<Path<(String, String)>, PathRejection>,
     body: JsonBody<CreateRefund>,
 ) -> Result<Response, AppError> {
-    let Path((mid, pid)) = path.map_err(path_error)?;
-    let merchant = merchant_id(&mid)?;
-    let payment = payment_id(&pid)?;
-    principal.check_merchant(&merchant)?;
+    let (merchant, payment) = payment_path(path, &principal)?;
     let amount = body.value.amount;
     precheck(&amount)?;
     let canonical = serde_json::json!({ "amount": amount });
@@ -322,10 +327,7 @@ pub async fn void(
     path: Result<Path<(String, String)>, PathRejection>,
     body: JsonBody<Void>,
 ) -> Result<Response, AppError> {
-    let Path((mid, pid)) = path.map_err(path_error)?;
-    let merchant = merchant_id(&mid)?;
-    let payment = payment_id(&pid)?;
-    principal.check_merchant(&merchant)?;
+    let (merchant, payment) = payment_path(path, &principal)?;
     let path = format!("/v1/merchants/{merchant}/payments/{payment}/void");
     let idem = idem(&state, &headers, &merchant, &path, &serde_json::json!({}))?;
     let op = Op::Void { payment, idem };
