@@ -92,12 +92,7 @@ impl Engine {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if n != 1 {
-            return Err(Error::Conflict {
-                id: m.id,
-                expected: MoveState::Aborting,
-            });
-        }
+        exactly_one(n, m.id, MoveState::Aborting)?;
         self.event(
             &mut tx,
             m.id,

@@ -211,12 +211,7 @@ impl Engine {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if n != 1 {
-            return Err(Error::Conflict {
-                id: m.id,
-                expected: from,
-            });
-        }
+        exactly_one(n, m.id, from)?;
         if to == MoveState::Copying {
             // Routers see the range as moving (and get a new map epoch).
             sqlx::query("UPDATE ranges SET state = 'moving' WHERE id = $1 AND shard_id = $2")
@@ -389,5 +384,15 @@ impl Engine {
             }
             MoveState::Done | MoveState::Aborted => Ok(()),
         }
+    }
+}
+
+/// A conditional state update (`WHERE id = $1 AND state = <expected>`) must hit
+/// exactly one row; otherwise another process moved the move on.
+fn exactly_one(n: u64, id: Uuid, expected: MoveState) -> Result<()> {
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(Error::Conflict { id, expected })
     }
 }

@@ -281,12 +281,7 @@ impl Engine {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if n != 1 {
-            return Err(Error::Conflict {
-                id: m.id,
-                expected: MoveState::Cutover,
-            });
-        }
+        exactly_one(n, m.id, MoveState::Cutover)?;
         self.event(
             &mut tx,
             m.id,
