@@ -16,8 +16,8 @@ use shardline_devkit::{PgCluster, PgOptions};
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
-use super::{Tally, alternate};
-use crate::config::{ConfigError, in_range};
+use super::{AbArgs, AbShape, Tally, alternate};
+use crate::config::ConfigError;
 
 const FENCED_TABLES: [&str; 6] = [
     "merchants",
@@ -30,41 +30,25 @@ const FENCED_TABLES: [&str; 6] = [
 
 #[derive(Debug, Args)]
 pub struct FencingArgs {
-    /// Concurrent client connections per variant.
-    #[arg(long, default_value_t = 8)]
-    pub clients: u32,
-    /// Seconds per round and variant.
-    #[arg(long, default_value_t = 5)]
-    pub seconds: u32,
-    /// Measured rounds (after one warm-up round).
-    #[arg(long, default_value_t = 3)]
-    pub rounds: u32,
+    #[command(flatten)]
+    pub run: AbArgs,
     /// Run PostgreSQL with fsync on (default off, which makes the triggers' share
     /// of each transaction larger: the harder case).
     #[arg(long)]
     pub fsync: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct FencingConfig {
-    pub clients: u32,
-    pub seconds: u32,
-    pub rounds: u32,
+    pub run: AbShape,
     pub fsync: bool,
-    pub json: bool,
 }
 
 impl FencingConfig {
     pub fn from_args(a: FencingArgs) -> Result<Self, ConfigError> {
         Ok(FencingConfig {
-            clients: in_range("clients", a.clients, 1..=256)?,
-            seconds: in_range("seconds", a.seconds, 1..=600)?,
-            rounds: in_range("rounds", a.rounds, 1..=100)?,
+            run: AbShape::from_args(a.run)?,
             fsync: a.fsync,
-            json: a.json,
         })
     }
 }
@@ -198,28 +182,26 @@ pub async fn run(cfg: FencingConfig) -> anyhow::Result<()> {
     );
     eprintln!(
         "bench fencing: {} clients, {} s x {} rounds per variant (+1 warm-up), fsync {}",
-        cfg.clients,
-        cfg.seconds,
-        cfg.rounds,
+        cfg.run.clients,
+        cfg.run.seconds,
+        cfg.run.rounds,
         if cfg.fsync { "on" } else { "off" }
     );
     let res = alternate(
         ["unfenced", "fenced"],
         "txn/s",
-        cfg.rounds,
-        cfg.seconds,
+        cfg.run.rounds,
+        cfg.run.seconds,
         |is_fenced, secs| {
             let conninfo = if is_fenced { &fenced } else { &plain };
-            round(conninfo, &merchants, cfg.clients, secs)
+            round(conninfo, &merchants, cfg.run.clients, secs)
         },
     )
     .await?;
-    if cfg.json {
+    if cfg.run.json {
         let mut report = res.json();
         report["benchmark"] = "fencing".into();
-        report["clients"] = cfg.clients.into();
-        report["seconds_per_round"] = cfg.seconds.into();
-        report["rounds"] = cfg.rounds.into();
+        cfg.run.describe(&mut report);
         report["fsync"] = cfg.fsync.into();
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

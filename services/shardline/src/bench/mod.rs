@@ -7,12 +7,59 @@ pub mod router;
 use std::future::Future;
 use std::time::Duration;
 
+use clap::Args;
+
 use crate::cli::{BenchArgs, BenchCommand};
+use crate::config::{ConfigError, in_range};
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Fencing(a) => fencing::run(fencing::FencingConfig::from_args(a)?).await,
         BenchCommand::Router(a) => router::run(router::RouterBenchConfig::from_args(a)?).await,
+    }
+}
+
+/// The shape of an A/B run, the same flags for every benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct AbArgs {
+    /// Concurrent clients per variant.
+    #[arg(long, default_value_t = 8)]
+    pub clients: u32,
+    /// Seconds per round and variant.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Measured rounds (after one warm-up round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Validated [`AbArgs`].
+#[derive(Debug, Clone, Copy)]
+pub struct AbShape {
+    pub clients: u32,
+    pub seconds: u32,
+    pub rounds: u32,
+    pub json: bool,
+}
+
+impl AbShape {
+    pub fn from_args(a: AbArgs) -> Result<Self, ConfigError> {
+        Ok(AbShape {
+            clients: in_range("clients", a.clients, 1..=256)?,
+            seconds: in_range("seconds", a.seconds, 1..=600)?,
+            rounds: in_range("rounds", a.rounds, 1..=100)?,
+            json: a.json,
+        })
+    }
+
+    /// Record the run's shape in a JSON report.
+    pub fn describe(&self, report: &mut serde_json::Value) {
+        report["clients"] = self.clients.into();
+        report["seconds_per_round"] = self.seconds.into();
+        report["rounds"] = self.rounds.into();
     }
 }
 

@@ -24,45 +24,29 @@ use shardline_router::payments::{self, Op, Target};
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
-use super::{Tally, alternate};
+use super::{AbArgs, AbShape, Tally, alternate};
 use crate::config::{ConfigError, in_range};
 
 #[derive(Debug, Args)]
 pub struct RouterBenchArgs {
-    /// Concurrent clients per variant.
-    #[arg(long, default_value_t = 8)]
-    pub clients: u32,
-    /// Seconds per round and variant.
-    #[arg(long, default_value_t = 5)]
-    pub seconds: u32,
-    /// Measured rounds (after one warm-up round).
-    #[arg(long, default_value_t = 3)]
-    pub rounds: u32,
+    #[command(flatten)]
+    pub run: AbArgs,
     /// Shard clusters.
     #[arg(long, default_value_t = 2)]
     pub shards: u32,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct RouterBenchConfig {
-    pub clients: u32,
-    pub seconds: u32,
-    pub rounds: u32,
+    pub run: AbShape,
     pub shards: u32,
-    pub json: bool,
 }
 
 impl RouterBenchConfig {
     pub fn from_args(a: RouterBenchArgs) -> Result<Self, ConfigError> {
         Ok(RouterBenchConfig {
-            clients: in_range("clients", a.clients, 1..=256)?,
-            seconds: in_range("seconds", a.seconds, 1..=600)?,
-            rounds: in_range("rounds", a.rounds, 1..=100)?,
+            run: AbShape::from_args(a.run)?,
             shards: in_range("shards", a.shards, 1..=8)?,
-            json: a.json,
         })
     }
 }
@@ -278,7 +262,7 @@ pub async fn run(cfg: RouterBenchConfig) -> anyhow::Result<()> {
 
     let mut config = shardline_router::Config::new(catalog_url);
     config.listen = "127.0.0.1:0".parse()?;
-    config.shard_pool_size = cfg.clients as usize;
+    config.shard_pool_size = cfg.run.clients as usize;
     config.router_id = "bench-router".into();
     let server = shardline_router::Server::bind(config).await?;
     let addr = server.local_addr();
@@ -303,7 +287,7 @@ pub async fn run(cfg: RouterBenchConfig) -> anyhow::Result<()> {
     for (id, url, p) in &ids {
         pools.push((
             id.clone(),
-            shardline_router::pools::build_pool(id.as_str(), url, cfg.clients as usize)?,
+            shardline_router::pools::build_pool(id.as_str(), url, cfg.run.clients as usize)?,
         ));
         p.close().await;
     }
@@ -317,24 +301,22 @@ pub async fn run(cfg: RouterBenchConfig) -> anyhow::Result<()> {
 
     eprintln!(
         "bench router: {} clients, {} shards, {} s x {} rounds per variant (+1 warm-up), create+capture per op",
-        cfg.clients, cfg.shards, cfg.seconds, cfg.rounds
+        cfg.run.clients, cfg.shards, cfg.run.seconds, cfg.run.rounds
     );
     let res = alternate(
         ["direct SQL", "router"],
         "ops/s",
-        cfg.rounds,
-        cfg.seconds,
-        |http, secs| round(&b, http, cfg.clients, secs),
+        cfg.run.rounds,
+        cfg.run.seconds,
+        |http, secs| round(&b, http, cfg.run.clients, secs),
     )
     .await?;
-    if cfg.json {
+    if cfg.run.json {
         let mut report = res.json();
         report["benchmark"] = "router".into();
         report["op"] = "create+capture".into();
-        report["clients"] = cfg.clients.into();
         report["shards"] = cfg.shards.into();
-        report["seconds_per_round"] = cfg.seconds.into();
-        report["rounds"] = cfg.rounds.into();
+        cfg.run.describe(&mut report);
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         res.print("variant (create+capture)", "ops/s");
