@@ -154,6 +154,18 @@ impl ApiState {
         }
     }
 
+    /// Every merchant read: the caller may read `mid`, the Min-Token position is
+    /// reached; returns the merchant's shard key as stored in row keys.
+    async fn merchant_read(
+        &self,
+        headers: &HeaderMap,
+        mid: &MerchantId,
+    ) -> Result<String, ApiError> {
+        self.merchant_auth(headers, mid).await?;
+        self.min_token(headers).await?;
+        Ok(shard_key(mid).to_string())
+    }
+
     /// Honour `Shardline-Min-Token: <shard>:<lsn>`: wait (bounded) until that
     /// shard's applied end LSN reaches it.
     async fn min_token(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -277,9 +289,7 @@ async fn get_merchant(
     Path(mid): Path<String>,
 ) -> Result<Response, ApiError> {
     let m = merchant_id(&mid)?;
-    st.merchant_auth(&headers, &m).await?;
-    st.min_token(&headers).await?;
-    let sk = shard_key(&m).to_string();
+    let sk = st.merchant_read(&headers, &m).await?;
     let r = st
         .row(row_key("merchants", &[&sk, &m.to_string()]))
         .await?
@@ -301,9 +311,7 @@ async fn get_payment(
 ) -> Result<Response, ApiError> {
     let m = merchant_id(&mid)?;
     let p = uuid(&pid)?;
-    st.merchant_auth(&headers, &m).await?;
-    st.min_token(&headers).await?;
-    let sk = shard_key(&m).to_string();
+    let sk = st.merchant_read(&headers, &m).await?;
     let r = st
         .row(row_key("payments", &[&sk, &m.to_string(), &p.to_string()]))
         .await?
@@ -330,9 +338,7 @@ async fn get_balance(
     Path(mid): Path<String>,
 ) -> Result<Response, ApiError> {
     let m = merchant_id(&mid)?;
-    st.merchant_auth(&headers, &m).await?;
-    st.min_token(&headers).await?;
-    let sk = shard_key(&m).to_string();
+    let sk = st.merchant_read(&headers, &m).await?;
     st.row(row_key("merchants", &[&sk, &m.to_string()]))
         .await?
         .ok_or(ApiError::NotFound("merchant"))?;
