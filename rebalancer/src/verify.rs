@@ -32,6 +32,15 @@ pub struct PassReport {
     /// Source transaction id horizon taken before the pass started: rows written by
     /// transactions at or above it are re-checked at cutover.
     pub xmin_horizon: i64,
+    /// Horizon taken before the per-merchant money pass ([`money_pass`]); 0 when it
+    /// has not run (the frozen check then compares every merchant's sums).
+    pub money_horizon: i64,
+    /// Merchants whose ledger sums or balances differed in the money pass (still
+    /// being written): compared again with the source frozen.
+    #[serde(skip)]
+    pub money_suspects: Vec<String>,
+    /// Merchants whose sums the money pass found equal.
+    pub money_equal: usize,
 }
 
 /// The key of a row: the canonical text of a jsonb object of its primary key
@@ -321,17 +330,115 @@ async fn changed_since(
     Ok(rows.into_iter().map(|(k, v, h)| (k, (v, h))).collect())
 }
 
+/// Per-merchant money while writes continue: each merchant's ledger sums (per
+/// currency and account) and balances (amount and version) on both sides, target
+/// first. Merchants that differ are still being written and are re-compared with
+/// the source frozen, as is every merchant the source writes after the horizon
+/// taken here; the rest are final and equal, so the frozen check (inside the write
+/// pause) compares only the merchants touched since, not the whole range.
+pub async fn money_pass(
+    source: &PgPool,
+    target: &PgPool,
+    start: i64,
+    end: i64,
+    report: &mut PassReport,
+) -> Result<()> {
+    let horizon = source_horizon(source).await?;
+    let dst = money(target, start, end, None).await?;
+    let src = money(source, start, end, None).await?;
+    let mut suspects: Vec<String> = src
+        .iter()
+        .filter(|(m, v)| dst.get(*m) != Some(*v))
+        .map(|(m, _)| m.clone())
+        .collect();
+    suspects.extend(dst.keys().filter(|m| !src.contains_key(*m)).cloned());
+    report.money_equal = src.len() - suspects.len().min(src.len());
+    report.money_horizon = horizon;
+    report.money_suspects = suspects;
+    Ok(())
+}
+
+/// Per merchant: ledger sums per currency and account, and balances with their
+/// versions, as one canonical string. `merchants`: only these (index probes).
+async fn money(
+    pool: &PgPool,
+    start: i64,
+    end: i64,
+    merchants: Option<&[String]>,
+) -> Result<BTreeMap<String, String>> {
+    let filter = if merchants.is_some() {
+        "AND merchant_id = ANY($3::uuid[])"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT merchant_id::text, string_agg(x, ';' ORDER BY x) FROM (
+            SELECT merchant_id, 'L' || currency || account || '=' || sum(amount)::text AS x
+              FROM ledger_entries WHERE shard_key >= $1 AND shard_key < $2 {filter}
+             GROUP BY merchant_id, currency, account
+            UNION ALL
+            SELECT merchant_id, 'B' || currency || account || '=' || amount::text || '@' || version
+              FROM balances WHERE shard_key >= $1 AND shard_key < $2 {filter}) s
+          GROUP BY merchant_id"
+    );
+    let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(start)
+        .bind(end)
+        .bind(merchants.unwrap_or_default())
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Row counts per table of the range.
+async fn counts(pool: &PgPool, start: i64, end: i64) -> Result<Vec<i64>> {
+    let counts = TABLES
+        .iter()
+        .map(|(t, _)| {
+            format!("(SELECT count(*) FROM {t} WHERE shard_key >= $1 AND shard_key < $2)")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT ARRAY[{counts}]::bigint[]")))
+            .bind(start)
+            .bind(end)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Merchants with ledger or balance rows the source wrote at or after `horizon`.
+async fn touched_since(source: &PgPool, start: i64, end: i64, horizon: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT merchant_id::text FROM ledger_entries
+          WHERE shard_key >= $1 AND shard_key < $2 AND xmin::text::bigint >= ($3::bigint % 4294967296)
+         UNION
+         SELECT merchant_id::text FROM balances
+          WHERE shard_key >= $1 AND shard_key < $2 AND xmin::text::bigint >= ($3::bigint % 4294967296)",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(horizon)
+    .fetch_all(source)
+    .await?)
+}
+
 /// The source side of the cutover check, read once the source is frozen and the
 /// marker written (so it is final) while the target is still applying.
 #[derive(Debug)]
 pub struct FrozenSource {
-    aggregates: (Vec<i64>, String),
+    counts: Vec<i64>,
+    /// Merchants whose money is compared inside the pause (`None`: all of them).
+    merchants: Option<Vec<String>>,
+    money: BTreeMap<String, String>,
     /// (table, pk, source digests, keys to compare)
     tables: Vec<(&'static str, &'static str, Digest, Vec<String>)>,
 }
 
-/// Read the source side: counts, ledger sums and balances, and every row written
-/// since the last pass began plus the deferred ones.
+/// Read the source side: counts, the money of the merchants touched since the
+/// money pass (or of all when it did not run), and every row written since the
+/// last pass began plus the deferred ones.
 pub async fn frozen_source(
     source: &PgPool,
     start: i64,
@@ -355,14 +462,34 @@ pub async fn frozen_source(
         }
         Ok::<_, Error>((table, pk, src, keys))
     }));
-    let (aggregates, tables) = tokio::try_join!(aggregates(source, start, end), tables)?;
-    Ok(FrozenSource { aggregates, tables })
+    let merchants = async {
+        if report.money_horizon == 0 {
+            return Ok::<_, Error>(None);
+        }
+        let mut m = touched_since(source, start, end, report.money_horizon).await?;
+        m.extend(report.money_suspects.iter().cloned());
+        m.sort();
+        m.dedup();
+        Ok(Some(m))
+    };
+    let (counts, merchants, tables) =
+        tokio::try_join!(counts(source, start, end), merchants, tables)?;
+    let money = match &merchants {
+        Some(m) if m.is_empty() => BTreeMap::new(),
+        m => money(source, start, end, m.as_deref()).await?,
+    };
+    Ok(FrozenSource {
+        counts,
+        merchants,
+        money,
+        tables,
+    })
 }
 
 /// Compare the target (caught up: the marker arrived) with the frozen source:
-/// counts per table, ledger sums and balances per merchant, currency and account,
-/// and the rows written since the last pass, by key. Returns how many rows it
-/// compared.
+/// counts per table, ledger sums and balances of the merchants touched since the
+/// money pass, and the rows written since the last pass, by key. Returns how many
+/// rows it compared.
 pub async fn frozen_compare(
     target: &PgPool,
     start: i64,
@@ -381,44 +508,29 @@ pub async fn frozen_compare(
                 Ok(keys.len())
             },
         ));
-    let (b, changed) = tokio::try_join!(aggregates(target, start, end), rows)?;
-    let a = &src.aggregates;
-    if a.0 != b.0 {
+    let money_dst = async {
+        match &src.merchants {
+            Some(m) if m.is_empty() => Ok(BTreeMap::new()),
+            m => money(target, start, end, m.as_deref()).await,
+        }
+    };
+    let (counts_dst, money_dst, changed) =
+        tokio::try_join!(counts(target, start, end), money_dst, rows)?;
+    if src.counts != counts_dst {
         return Err(Error::Verification(format!(
             "row counts differ at cutover: source {:?}, target {:?}",
-            a.0, b.0
+            src.counts, counts_dst
         )));
     }
-    if a.1 != b.1 {
-        return Err(Error::Verification(
-            "ledger sums or balances differ at cutover".into(),
-        ));
+    if let Some((m, _)) = src
+        .money
+        .iter()
+        .find(|(m, v)| money_dst.get(*m) != Some(*v))
+        .or_else(|| money_dst.iter().find(|(m, _)| !src.money.contains_key(*m)))
+    {
+        return Err(Error::Verification(format!(
+            "ledger sums or balances of merchant {m} differ at cutover"
+        )));
     }
     Ok(changed.into_iter().sum())
-}
-
-/// Counts per table, and the ledger sums (per merchant, currency, account) and
-/// balances of the range as one canonical string: one round trip.
-async fn aggregates(pool: &PgPool, start: i64, end: i64) -> Result<(Vec<i64>, String)> {
-    let counts = TABLES
-        .iter()
-        .map(|(t, _)| {
-            format!("(SELECT count(*) FROM {t} WHERE shard_key >= $1 AND shard_key < $2)")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT ARRAY[{counts}]::bigint[], (SELECT coalesce(string_agg(x, ';' ORDER BY x), '') FROM (
-            SELECT 'L' || merchant_id || currency || account || '=' || sum(amount)::text AS x
-              FROM ledger_entries WHERE shard_key >= $1 AND shard_key < $2
-             GROUP BY merchant_id, currency, account
-            UNION ALL
-            SELECT 'B' || merchant_id || currency || account || '=' || amount::text || '@' || version
-              FROM balances WHERE shard_key >= $1 AND shard_key < $2) s)"
-    );
-    Ok(sqlx::query_as(AssertSqlSafe(sql))
-        .bind(start)
-        .bind(end)
-        .fetch_one(pool)
-        .await?)
 }

@@ -140,6 +140,7 @@ impl Engine {
                 break;
             }
         }
+        verify::money_pass(&src.pool, &dst.pool, m.start_key, m.end_key, &mut report).await?;
         Ok(report)
     }
 
