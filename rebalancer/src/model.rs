@@ -146,7 +146,7 @@ pub enum Error {
     Verification(String),
     #[error("abort requested by an operator")]
     AbortRequested,
-    #[error("stopped by a test hook after step {0}")]
+    #[error("stopped by a fail point at step {0}")]
     Crashed(&'static str),
     #[error("inconsistent state: {0}")]
     Inconsistent(String),

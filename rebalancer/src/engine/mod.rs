@@ -2,11 +2,8 @@
 //! resumes after a crash and reconciles orphaned replication objects.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use shardline_core::MerchantId;
 use sqlx::postgres::PgPoolOptions;
@@ -26,21 +23,48 @@ mod steps;
 
 pub use service::{plan_move, request_abort, run};
 
-/// What a [`StepHook`] tells the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookAction {
-    Continue,
-    /// Stop the move right here as if the process died (tests of crash safety).
-    Crash,
+/// The fail points (cargo feature `failpoints`, the `fail` crate) the engine
+/// evaluates, as (fail point, step). `move-after-<step>` points are evaluated after
+/// the step's action, before the next state is persisted; `move-during-copy`
+/// after the subscription exists, before waiting for the initial copy;
+/// `move-during-catch-up` when catch-up starts. The `return` action stops the move
+/// right there with [`Error::Crashed`]`(step)`, as if the process died; `pause`,
+/// `sleep(ms)` and callbacks run on a blocking thread, so they hold only the move.
+pub const FAIL_POINTS: [(&str, &str); 9] = [
+    ("move-during-copy", "copying"),
+    ("move-after-copying", "copying"),
+    ("move-during-catch-up", "catching_up"),
+    ("move-after-catching-up", "catching_up"),
+    ("move-after-verifying", "verifying"),
+    ("move-after-cutover-frozen", "cutover_frozen"),
+    ("move-after-switched", "switched"),
+    ("move-after-cleaning", "cleaning"),
+    ("move-after-aborting", "aborting"),
+];
+
+/// Evaluate fail point `name` (one of [`FAIL_POINTS`]).
+#[cfg(feature = "failpoints")]
+async fn fail_point(name: &'static str) -> Result<()> {
+    let step = FAIL_POINTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(name, |(_, s)| *s);
+    let eval = move || -> Result<()> {
+        fail::fail_point!(name, |_| Err(Error::Crashed(step)));
+        Ok(())
+    };
+    tokio::task::spawn_blocking(eval)
+        .await
+        .map_err(|e| Error::Inconsistent(format!("fail point {name}: {e}")))?
 }
 
-/// Called after each step's action, before the next state is persisted, with the
-/// move id and the step name (`copying`, `catching_up`, `verifying`,
-/// `cutover_frozen`, `switched`, `cleaning`, `aborting`). For tests.
-pub type StepHook = Arc<dyn Fn(Uuid, &'static str) -> BoxFuture<'static, HookAction> + Send + Sync>;
+#[cfg(not(feature = "failpoints"))]
+async fn fail_point(_name: &'static str) -> Result<()> {
+    Ok(())
+}
 
 /// Engine settings.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Catalog URL (used by [`run`]; [`Engine::new`] takes a pool).
     pub catalog_url: String,
@@ -68,7 +92,6 @@ pub struct Config {
     pub delete_batch: i64,
     /// Connections per shard pool.
     pub shard_pool_size: u32,
-    pub hook: Option<StepHook>,
 }
 
 impl Config {
@@ -87,24 +110,7 @@ impl Config {
             marker_timeout: Duration::from_secs(2),
             delete_batch: 5000,
             shard_pool_size: 8,
-            hook: None,
         }
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("leader_lock_key", &self.leader_lock_key)
-            .field("poll_interval", &self.poll_interval)
-            .field("sync_timeout", &self.sync_timeout)
-            .field("catchup_max_lag_bytes", &self.catchup_max_lag_bytes)
-            .field("catchup_timeout", &self.catchup_timeout)
-            .field("verify_max_passes", &self.verify_max_passes)
-            .field("marker_timeout", &self.marker_timeout)
-            .field("delete_batch", &self.delete_batch)
-            .field("hook", &self.hook.is_some())
-            .finish_non_exhaustive()
     }
 }
 
@@ -268,15 +274,6 @@ impl Engine {
         Ok(())
     }
 
-    async fn hook(&self, id: Uuid, step: &'static str) -> Result<()> {
-        if let Some(h) = &self.config.hook
-            && h(id, step).await == HookAction::Crash
-        {
-            return Err(Error::Crashed(step));
-        }
-        Ok(())
-    }
-
     async fn check_abort(&self, id: Uuid) -> Result<()> {
         let flag: bool = sqlx::query_scalar("SELECT abort_requested FROM moves WHERE id = $1")
             .bind(id)
@@ -338,14 +335,15 @@ impl Engine {
                 let t = Instant::now();
                 self.copy(m).await?;
                 self.set_phase(m.id, "copy_ms", t.elapsed()).await?;
-                self.hook(m.id, "copying").await?;
+                fail_point("move-after-copying").await?;
                 self.transition(m, MoveState::CatchingUp, json!({})).await
             }
             MoveState::CatchingUp => {
+                fail_point("move-during-catch-up").await?;
                 let t = Instant::now();
                 let lag = self.catch_up(m).await?;
                 self.set_phase(m.id, "catch_up_ms", t.elapsed()).await?;
-                self.hook(m.id, "catching_up").await?;
+                fail_point("move-after-catching-up").await?;
                 self.transition(m, MoveState::Verifying, json!({"lag_bytes": lag}))
                     .await
             }
@@ -354,7 +352,7 @@ impl Engine {
                 let report = self.verify(m).await?;
                 self.set_phase(m.id, "verify_ms", t.elapsed()).await?;
                 self.set_stats(m.id, json!({"verify": report})).await?;
-                self.hook(m.id, "verifying").await?;
+                fail_point("move-after-verifying").await?;
                 self.check_abort(m.id).await?;
                 self.transition(m, MoveState::Cutover, json!({"verify": report}))
                     .await?;
@@ -366,20 +364,20 @@ impl Engine {
                 "cutover was interrupted before the catalog flip".into(),
             )),
             MoveState::Switched => {
-                self.hook(m.id, "switched").await?;
+                fail_point("move-after-switched").await?;
                 self.transition(m, MoveState::Cleaning, json!({})).await
             }
             MoveState::Cleaning => {
                 let t = Instant::now();
                 let deleted = self.cleanup(m).await?;
                 self.set_phase(m.id, "cleanup_ms", t.elapsed()).await?;
-                self.hook(m.id, "cleaning").await?;
+                fail_point("move-after-cleaning").await?;
                 self.transition(m, MoveState::Done, json!({"source_rows_deleted": deleted}))
                     .await
             }
             MoveState::Aborting => {
                 let deleted = self.teardown(m).await?;
-                self.hook(m.id, "aborting").await?;
+                fail_point("move-after-aborting").await?;
                 self.finish_abort(m, deleted).await
             }
             MoveState::Done | MoveState::Aborted => Ok(()),

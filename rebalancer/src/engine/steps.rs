@@ -75,6 +75,7 @@ impl Engine {
             &m.slot,
         )
         .await?;
+        fail_point("move-during-copy").await?;
         let deadline = Instant::now() + self.config.sync_timeout;
         loop {
             let (n, not_ready) = repl::sync_state(&dst.pool, &m.subscription).await?;
@@ -155,7 +156,7 @@ impl Engine {
             .execute(&src.pool)
             .await?;
         let freeze = t0.elapsed();
-        self.hook(m.id, "cutover_frozen").await?;
+        fail_point("move-after-cutover-frozen").await?;
         let result = self.cutover_frozen(m, report, &src, &dst, t0, freeze).await;
         if let Err(e) = &result
             && !matches!(e, Error::Crashed(_))
