@@ -203,16 +203,27 @@ pub async fn sync_state(pool: &PgPool, subscription: &str) -> Result<(i64, i64)>
     .await?)
 }
 
-/// Bytes of WAL the slot's consumer has not confirmed yet.
-pub async fn slot_lag_bytes(pool: &PgPool, slot: &str) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+/// Bytes of WAL the slot's consumer has not confirmed yet, and whether a consumer
+/// (walsender) is attached. `None`: no such slot.
+pub async fn slot_lag_bytes(pool: &PgPool, slot: &str) -> Result<Option<(Option<i64>, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, active
            FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)
     .fetch_optional(pool)
-    .await?
-    .flatten())
+    .await?)
+}
+
+/// Whether the subscription's apply worker runs on the target.
+pub async fn apply_worker_running(pool: &PgPool, subscription: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription
+                         WHERE subname = $1 AND relid IS NULL AND pid IS NOT NULL)",
+    )
+    .bind(subscription)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Rows of the range on a shard, all tables.

@@ -92,6 +92,10 @@ pub struct Config {
     pub delete_batch: i64,
     /// Connections per shard pool.
     pub shard_pool_size: u32,
+    /// A step failing with a transient error (a shard restarting, a connection
+    /// lost) is run again, with backoff, for up to this long before the failure
+    /// counts (steps are idempotent).
+    pub transient_retry_for: Duration,
 }
 
 impl Config {
@@ -110,6 +114,7 @@ impl Config {
             marker_timeout: Duration::from_secs(2),
             delete_batch: 5000,
             shard_pool_size: 8,
+            transient_retry_for: Duration::from_secs(120),
         }
     }
 }
@@ -290,6 +295,7 @@ impl Engine {
     /// and the move is resumed forward later.
     pub async fn run_move(&self, id: Uuid) -> Result<MoveState> {
         let mut m = self.load(id).await?;
+        let mut retry = Retry::default();
         loop {
             let st = m.state()?;
             if st.is_terminal() {
@@ -302,11 +308,16 @@ impl Engine {
             }
             let span = tracing::info_span!("move_step", move_id = %id, state = %st,
                 range_id = m.range_id, source = %m.source_shard, target = %m.target_shard);
-            let res = self.step(&mut m, st).instrument(span).await;
+            let again = retry.state == Some(st);
+            let res = self.step(&mut m, st, again).instrument(span).await;
             match res {
-                Ok(()) => {}
+                Ok(()) => retry = Retry::default(),
                 Err(e @ Error::Crashed(_)) => return Err(e),
                 Err(e) => {
+                    if e.is_transient() && self.retry_step(&mut retry, id, st, &e).await? {
+                        m = self.load(id).await?;
+                        continue;
+                    }
                     let msg = e.to_string();
                     tracing::warn!(move_id = %id, state = %st, error = %msg, "move step failed");
                     sqlx::query("UPDATE moves SET error = $2, updated_at = now() WHERE id = $1")
@@ -328,7 +339,39 @@ impl Engine {
         }
     }
 
-    async fn step(&self, m: &mut MoveRow, st: MoveState) -> Result<()> {
+    /// After a transient error in step `st`: whether to run the step again (after a
+    /// backoff sleep). Only while the persisted state is still `st` (an error after
+    /// the switch to `cutover` rolls back instead) and within
+    /// `transient_retry_for` of the step's first transient error.
+    async fn retry_step(
+        &self,
+        retry: &mut Retry,
+        id: Uuid,
+        st: MoveState,
+        e: &Error,
+    ) -> Result<bool> {
+        if self.load(id).await?.state()? != st || st == MoveState::Cutover {
+            return Ok(false);
+        }
+        if retry.state != Some(st) {
+            *retry = Retry {
+                state: Some(st),
+                since: Instant::now(),
+                delay: Duration::from_millis(100),
+            };
+        }
+        if retry.since.elapsed() >= self.config.transient_retry_for {
+            return Ok(false);
+        }
+        tracing::warn!(move_id = %id, state = %st, error = %e, delay_ms = retry.delay.as_millis() as u64,
+            "transient error, retrying the step");
+        tokio::time::sleep(retry.delay).await;
+        retry.delay = (retry.delay * 2).min(Duration::from_secs(2));
+        Ok(true)
+    }
+
+    /// Run step `st`; `again`: it is re-run after a transient error.
+    async fn step(&self, m: &mut MoveRow, st: MoveState, again: bool) -> Result<()> {
         match st {
             MoveState::Planned => self.transition(m, MoveState::Copying, json!({})).await,
             MoveState::Copying => {
@@ -348,6 +391,10 @@ impl Engine {
                     .await
             }
             MoveState::Verifying => {
+                if again {
+                    // a shard was unreachable: the target may be far behind now
+                    self.catch_up(m).await?;
+                }
                 let t = Instant::now();
                 let report = self.verify(m).await?;
                 self.set_phase(m.id, "verify_ms", t.elapsed()).await?;
@@ -381,6 +428,24 @@ impl Engine {
                 self.finish_abort(m, deleted).await
             }
             MoveState::Done | MoveState::Aborted => Ok(()),
+        }
+    }
+}
+
+/// Backoff state of the step being retried after transient errors.
+#[derive(Debug)]
+struct Retry {
+    state: Option<MoveState>,
+    since: Instant,
+    delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            state: None,
+            since: Instant::now(),
+            delay: Duration::from_millis(100),
         }
     }
 }

@@ -92,24 +92,55 @@ impl Engine {
         }
     }
 
+    /// Wait until the slot lags by at most `catchup_max_lag_bytes`, or until the
+    /// lag stops shrinking (by 1/8) for `catchup_timeout` (verification absorbs
+    /// the rest).
+    /// While the subscription is not streaming (its apply worker on the target or
+    /// the walsender on the source is gone: a shard restarting), catching up cannot
+    /// progress: that time does not count, up to `transient_retry_for`, after which
+    /// the step times out. Waiting is capped at `transient_retry_for` overall.
     pub(super) async fn catch_up(&self, m: &MoveRow) -> Result<Option<i64>> {
         let src = self.shard(&m.source_shard).await?;
-        let deadline = Instant::now() + self.config.catchup_timeout;
+        let dst = self.shard(&m.target_shard).await?;
+        let cap = self.config.transient_retry_for;
+        let started = Instant::now();
+        let mut deadline = started + self.config.catchup_timeout;
+        let mut best = i64::MAX;
+        let mut stalled_since: Option<Instant> = None;
         loop {
-            let lag = repl::slot_lag_bytes(&src.pool, &m.slot).await?;
-            match lag {
-                None => {
-                    return Err(Error::Inconsistent(format!(
-                        "slot {} is missing on the source",
-                        m.slot
+            let Some((lag, active)) = repl::slot_lag_bytes(&src.pool, &m.slot).await? else {
+                return Err(Error::Inconsistent(format!(
+                    "slot {} is missing on the source",
+                    m.slot
+                )));
+            };
+            let streaming =
+                active && repl::apply_worker_running(&dst.pool, &m.subscription).await?;
+            let now = Instant::now();
+            let l = lag.unwrap_or(i64::MAX);
+            if l <= self.config.catchup_max_lag_bytes {
+                return Ok(lag);
+            }
+            if !streaming {
+                let since = *stalled_since.get_or_insert(now);
+                if now - since > cap {
+                    return Err(timeout(format!(
+                        "catching up: subscription {} not streaming",
+                        m.subscription
                     )));
                 }
-                Some(l) if l <= self.config.catchup_max_lag_bytes => return Ok(lag),
-                Some(_) if Instant::now() > deadline => {
+                deadline = deadline.max(now + self.config.catchup_timeout);
+            } else {
+                stalled_since = None;
+                if l < best - best / 8 {
+                    // still shrinking (by more than noise): keep waiting
+                    best = l;
+                    deadline = deadline.max(now + self.config.catchup_timeout);
+                }
+                if now > deadline || now - started > cap {
                     tracing::info!(move_id = %m.id, ?lag, "catch-up: lag still above target, verifying anyway");
                     return Ok(lag);
                 }
-                Some(_) => {}
             }
             self.check_abort(m.id).await?;
             tokio::time::sleep(Duration::from_millis(50)).await;
