@@ -92,36 +92,38 @@ impl Engine {
         }
     }
 
-    /// Wait until the slot lags by at most `catchup_max_lag_bytes`, or until the
-    /// lag stops shrinking (by 1/8) for `catchup_timeout` (verification absorbs
-    /// the rest).
-    /// While the subscription is not streaming (its apply worker on the target or
-    /// the walsender on the source is gone: a shard restarting), catching up cannot
-    /// progress: that time does not count, up to `transient_retry_for`, after which
-    /// the step times out. Waiting is capped at `transient_retry_for` overall.
+    /// Wait until the slot lags by at most `catchup_max_lag_bytes`, or give up
+    /// waiting (verification absorbs the rest) once the lag has not reached a new
+    /// low (by more than `catchup_max_lag_bytes`) for `catchup_timeout`. That clock
+    /// starts only once the subscriber confirmed progress while streaming: while the
+    /// subscription is not streaming (walsender on the source or apply worker on
+    /// the target gone: a shard restarting) or has not confirmed anything since,
+    /// catching up has not resumed. More than `transient_retry_for` without
+    /// streaming fails the step; waiting is capped at `transient_retry_for` overall.
     pub(super) async fn catch_up(&self, m: &MoveRow) -> Result<Option<i64>> {
         let src = self.shard(&m.source_shard).await?;
         let dst = self.shard(&m.target_shard).await?;
-        let cap = self.config.transient_retry_for;
+        let (cap, wait) = (self.config.transient_retry_for, self.config.catchup_timeout);
         let started = Instant::now();
-        let mut deadline = started + self.config.catchup_timeout;
+        let mut deadline = started + wait;
+        // (lowest lag, confirmed position when streaming was last seen to start)
         let mut best = i64::MAX;
+        let mut resumed_at: Option<Option<i64>> = None;
         let mut stalled_since: Option<Instant> = None;
         loop {
-            let Some((lag, active)) = repl::slot_lag_bytes(&src.pool, &m.slot).await? else {
+            let running = repl::apply_worker_running(&dst.pool, &m.subscription).await?;
+            let Some(slot) = repl::slot_state(&src.pool, &m.slot).await? else {
                 return Err(Error::Inconsistent(format!(
                     "slot {} is missing on the source",
                     m.slot
                 )));
             };
-            let streaming =
-                active && repl::apply_worker_running(&dst.pool, &m.subscription).await?;
             let now = Instant::now();
-            let l = lag.unwrap_or(i64::MAX);
-            if l <= self.config.catchup_max_lag_bytes {
-                return Ok(lag);
+            let lag = slot.lag.unwrap_or(i64::MAX);
+            if lag <= self.config.catchup_max_lag_bytes {
+                return Ok(slot.lag);
             }
-            if !streaming {
+            if !(running && slot.active) {
                 let since = *stalled_since.get_or_insert(now);
                 if now - since > cap {
                     return Err(timeout(format!(
@@ -129,17 +131,21 @@ impl Engine {
                         m.subscription
                     )));
                 }
-                deadline = deadline.max(now + self.config.catchup_timeout);
+                resumed_at = None;
+                deadline = deadline.max(now + wait);
             } else {
                 stalled_since = None;
-                if l < best - best / 8 {
-                    // still shrinking (by more than noise): keep waiting
-                    best = l;
-                    deadline = deadline.max(now + self.config.catchup_timeout);
+                let from = *resumed_at.get_or_insert(slot.confirmed);
+                if slot.confirmed == from {
+                    // nothing confirmed since streaming (re)started
+                    deadline = deadline.max(now + wait);
+                } else if lag.saturating_add(self.config.catchup_max_lag_bytes) < best {
+                    best = lag;
+                    deadline = deadline.max(now + wait);
                 }
                 if now > deadline || now - started > cap {
-                    tracing::info!(move_id = %m.id, ?lag, "catch-up: lag still above target, verifying anyway");
-                    return Ok(lag);
+                    tracing::info!(move_id = %m.id, lag = slot.lag, "catch-up: lag still above target, verifying anyway");
+                    return Ok(slot.lag);
                 }
             }
             self.check_abort(m.id).await?;
