@@ -11,6 +11,7 @@
 //! source, proves the target applied everything with a marker row, and flips the
 //! catalog and activates the target. See docs/moves.md.
 
+pub mod admin;
 mod engine;
 mod model;
 pub mod ops;

@@ -60,26 +60,11 @@ pub enum Command {
     Replicator(crate::cdc::ReplicatorArgs),
     /// Serve edge reads from the CDC stream (embedded store, 127.0.0.1:8090).
     Edge(crate::cdc::EdgeArgs),
-    /// Move a key range (or a merchant's range) to another shard, online.
-    Move(MoveArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct MoveArgs {
+    /// Run the rebalancer: the leader-elected move engine and its admin API
+    /// (127.0.0.1:8070).
+    Rebalancer(crate::rebalancer::RebalancerArgs),
     #[command(flatten)]
-    pub catalog: CatalogArgs,
-    /// Catalog range id to move.
-    #[arg(long, conflicts_with = "merchant")]
-    pub range: Option<i64>,
-    /// Move the range holding this merchant's shard key.
-    #[arg(long)]
-    pub merchant: Option<String>,
-    /// Target shard id.
-    #[arg(long)]
-    pub to: String,
-    /// Machine-readable output.
-    #[arg(long)]
-    pub json: bool,
+    Admin(crate::admin_cli::AdminCommand),
 }
 
 #[derive(Debug, Args)]
@@ -189,4 +174,7 @@ pub enum BenchCommand {
     /// Payments create+capture through the router (HTTP, in process) vs the same
     /// shard transactions issued directly, at the same concurrency.
     Router(crate::bench::router::RouterBenchArgs),
+    /// Online moves of one range round three shards under open-loop router load:
+    /// write pause, client latency during vs outside moves, copy vs plain COPY.
+    Move(crate::bench::moves::MoveBenchArgs),
 }

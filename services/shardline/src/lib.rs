@@ -3,6 +3,7 @@
 //! `main` only parses the command line and dispatches; each command lives in its
 //! own module and every service crate exposes `Config` + `run(config, shutdown)`.
 
+pub mod admin_cli;
 pub mod bench;
 pub mod cdc;
 pub mod cli;
@@ -10,7 +11,7 @@ pub mod config;
 pub mod keys;
 pub mod local;
 pub mod migrate;
-pub mod moves;
+pub mod rebalancer;
 pub mod status;
 pub mod up;
 
@@ -67,6 +68,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Replicator(args) => cdc::run_replicator(args).await,
         Command::Edge(args) => cdc::run_edge(args).await,
-        Command::Move(args) => moves::run(args).await,
+        Command::Rebalancer(args) => rebalancer::run(args).await,
+        Command::Admin(cmd) => {
+            if admin_cli::run(cmd).await? {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("the move did not complete"))
+            }
+        }
     }
 }

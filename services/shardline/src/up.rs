@@ -227,6 +227,7 @@ impl LocalStack {
             nats_port: nats.port(),
             nats_url: nats.url(),
             ranges_per_shard,
+            rebalancer_url: None,
         };
         description.save(&dir)?;
         Ok(LocalStack {
@@ -330,12 +331,19 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     let router = start_router(&stack).await?;
     let router_url = format!("http://{}", router.local_addr());
     let router_task = tokio::spawn(router.serve(shutdown.clone()));
-    let rebalancer_task = tokio::spawn(shardline_rebalancer::run(
+    let rebalancer = crate::rebalancer::Rebalancer::start(
         shardline_rebalancer::Config::new(stack.description.catalog_url.clone()),
-        shutdown.clone(),
-    ));
+        stack.catalog_pool.clone(),
+        crate::rebalancer::listen_from_env(true)?,
+        &shutdown,
+    )
+    .await?;
+    let rebalancer_url = format!("http://{}", rebalancer.addr);
+    let mut description = stack.description.clone();
+    description.rebalancer_url = Some(rebalancer_url.clone());
+    description.save(&stack.dir)?;
     let (edge_url, cdc_tasks) = crate::cdc::start_in_up(&stack, &shutdown).await?;
-    print_summary(&stack, &router_url, &edge_url);
+    print_summary(&stack, &router_url, &edge_url, &rebalancer_url);
     shutdown.cancelled().await;
     println!("stopping...");
     match router_task.await {
@@ -343,11 +351,7 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
         Err(e) => tracing::error!(error = %e, "router task panicked"),
         Ok(Ok(())) => {}
     }
-    match rebalancer_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "rebalancer failed"),
-        Err(e) => tracing::error!(error = %e, "rebalancer task panicked"),
-        Ok(Ok(())) => {}
-    }
+    rebalancer.join().await;
     for t in cdc_tasks {
         if let Err(e) = t.await {
             tracing::error!(error = %e, "replicator/edge task panicked");
@@ -380,7 +384,7 @@ async fn start_router(stack: &LocalStack) -> anyhow::Result<shardline_router::Se
     }
 }
 
-fn print_summary(stack: &LocalStack, router_url: &str, edge_url: &str) {
+fn print_summary(stack: &LocalStack, router_url: &str, edge_url: &str, rebalancer_url: &str) {
     let d = &stack.description;
     println!("shardline is up (data in {})", stack.dir.display());
     println!("  catalog    {}", d.catalog_url);
@@ -398,7 +402,8 @@ fn print_summary(stack: &LocalStack, router_url: &str, edge_url: &str) {
     );
     println!("  router     {router_url} (payments API; {router_url}/openapi.json)");
     println!("  edge       {edge_url} (reads from the CDC stream; one replicator per shard)");
-    println!("  services   router, move engine, replicators, edge");
+    println!("  rebalancer {rebalancer_url} (admin API: moves, split, merge; `shardline moves`)");
+    println!("  services   router, rebalancer (move engine), replicators, edge");
     println!("inspect with `shardline status`; stop with Ctrl-C");
 }
 

@@ -16,6 +16,8 @@ fn shardline(args: &[&str]) -> Output {
         .args(args)
         .env_remove("SHARDLINE_CATALOG_URL")
         .env_remove("SHARDLINE_DIR")
+        .env_remove("SHARDLINE_REBALANCER_URL")
+        .env_remove("SHARDLINE_API_KEY")
         .output()
         .expect("run shardline")
 }
@@ -92,6 +94,70 @@ fn status_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
+fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `isolate`, `move`, `moves`, `split`, `abort` against the running rebalancer's
+/// admin API (URL and key from the cluster directory).
+fn operator_verbs(d: &str) {
+    let out = shardline(&["moves", "--dir", d]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no moves"),
+        "{out:?}"
+    );
+    let m = "0192b4f0-0000-7000-8000-00000000abcd";
+    let iso = json_of(&shardline(&[
+        "isolate",
+        "--merchant",
+        m,
+        "--json",
+        "--dir",
+        d,
+    ]));
+    let range = iso["range"]["id"].as_i64().unwrap();
+    let owner = iso["range"]["shard_id"].as_str().unwrap().to_owned();
+    let to = if owner == "s1" { "s2" } else { "s1" };
+    let range_s = range.to_string();
+    let mv = json_of(&shardline(&[
+        "move", "--range", &range_s, "--to", to, "--json", "--dir", d,
+    ]));
+    assert_eq!(mv["state"], "done", "{mv}");
+    assert!(mv["phase_ms"]["pause_ms"].is_number(), "{mv}");
+    let list = json_of(&shardline(&[
+        "moves", "--json", "--state", "done", "--dir", d,
+    ]));
+    assert!(
+        list.as_array().unwrap().iter().any(|x| x["id"] == mv["id"]),
+        "{list}"
+    );
+    let text = shardline(&["moves", mv["id"].as_str().unwrap(), "--dir", d]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("switched"),
+        "{text:?}"
+    );
+    // refusals: exit 1 with the API's code
+    let out = shardline(&["abort", "0192b4f0-0000-7000-8000-000000000001", "--dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("move_not_found"),
+        "{out:?}"
+    );
+    let out = shardline(&["split", "--range", &range_s, "--at", "0", "--dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid_request"),
+        "{out:?}"
+    );
+    let out = shardline(&["moves", "--dir", d, "--rebalancer", "ftp://x"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[test]
 fn up_status_restart_keeps_data_and_stops_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -149,6 +215,7 @@ fn up_status_restart_keeps_data_and_stops_cleanly() {
         std::fs::read_to_string(dir.join("admin.key")).unwrap(),
         admin_key
     );
+    operator_verbs(dir.to_str().unwrap());
     interrupt_and_wait(up);
     assert!(processes_under(&dir).is_empty());
 }

@@ -1,7 +1,10 @@
 //! `shardline bench ...`: benchmarks that print their same-run baseline and the
 //! ratio. Speed goals live here, never in tests.
 
+pub mod cluster;
 pub mod fencing;
+pub mod move_data;
+pub mod moves;
 pub mod router;
 
 use std::future::Future;
@@ -16,6 +19,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Fencing(a) => fencing::run(fencing::FencingConfig::from_args(a)?).await,
         BenchCommand::Router(a) => router::run(router::RouterBenchConfig::from_args(a)?).await,
+        BenchCommand::Move(a) => moves::run(moves::MoveBenchConfig::from_args(a)?).await,
     }
 }
 

@@ -14,16 +14,12 @@ use clap::Args;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rand::{Rng, SeedableRng};
-use shardline_core::api_keys::{self, Scope};
-use shardline_core::migrations::{self, Schema};
 use shardline_core::money::{Currency, Money};
-use shardline_core::{MerchantId, RangeMap, ShardId, catalog, shard};
-use shardline_devkit::{PgCluster, PgOptions};
+use shardline_core::{MerchantId, RangeMap, ShardId, catalog};
 use shardline_router::idempotency::IdemKey;
 use shardline_router::payments::{self, Op, Target};
-use sqlx::postgres::PgPoolOptions;
-use tokio_util::sync::CancellationToken;
 
+use super::cluster::BenchCluster;
 use super::{AbArgs, AbShape, Tally, alternate};
 use crate::config::{ConfigError, in_range};
 
@@ -228,68 +224,16 @@ async fn round(b: &Arc<Bench>, http: bool, clients: u32, seconds: u32) -> anyhow
 }
 
 pub async fn run(cfg: RouterBenchConfig) -> anyhow::Result<()> {
-    let starts = (0..=cfg.shards).map(|_| PgCluster::start_temp(PgOptions::default()));
-    let mut clusters = futures_util::future::try_join_all(starts).await?;
-    let catalog_cluster = clusters.remove(0);
-    catalog_cluster.create_database("catalog").await?;
-    let catalog_url = catalog_cluster.url("catalog");
-    let cat = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&catalog_url)
-        .await?;
-    migrations::run(&cat, Schema::Catalog).await?;
-    let mut ids = Vec::new();
-    for (i, c) in clusters.iter().enumerate() {
-        c.create_database("shard").await?;
-        let url = c.url("shard");
-        let p = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await?;
-        migrations::run(&p, Schema::Shard).await?;
-        let id: ShardId = format!("s{}", i + 1).parse()?;
-        catalog::upsert_shard(&cat, &id, &url).await?;
-        ids.push((id, url, p));
-    }
-    let shard_ids: Vec<ShardId> = ids.iter().map(|(id, _, _)| id.clone()).collect();
-    catalog::seed_even(&cat, &shard_ids, 4).await?;
-    let ranges = catalog::list_ranges(&cat).await?;
-    for (id, _, p) in &ids {
-        shard::seed_owned_ranges(p, id.as_str(), &ranges).await?;
-    }
-    let key = api_keys::create(&cat, "bench", &Scope::Admin).await?.token;
-    let map = catalog::load_range_map(&cat).await?;
-
-    let mut config = shardline_router::Config::new(catalog_url);
-    config.listen = "127.0.0.1:0".parse()?;
-    config.shard_pool_size = cfg.run.clients as usize;
-    config.router_id = "bench-router".into();
-    let server = shardline_router::Server::bind(config).await?;
-    let addr = server.local_addr();
-    let state = server.state().clone();
-    let shutdown = CancellationToken::new();
-    let serving = tokio::spawn(server.serve(shutdown.clone()));
-
-    // Merchants, created through the router's own state (no HTTP needed).
-    let mut merchants = Vec::new();
-    for i in 0..200 {
-        let m = MerchantId::new();
-        let op = Op::CreateMerchant {
-            name: format!("bench merchant {i}"),
-            currency: Currency::USD,
-        };
-        shardline_router::routing::route(&state, m, &op, 0)
-            .await
-            .map_err(|e| anyhow::anyhow!("creating merchants: {e}"))?;
-        merchants.push(m);
-    }
+    let cluster = BenchCluster::start(cfg.shards, 4, cfg.run.clients as usize).await?;
+    let map = catalog::load_range_map(&cluster.catalog).await?;
+    let merchants = cluster.merchants(200).await?;
+    let (addr, key) = (cluster.router_addr, cluster.key.clone());
     let mut pools = Vec::new();
-    for (id, url, p) in &ids {
+    for (id, url) in &cluster.shards {
         pools.push((
             id.clone(),
             shardline_router::pools::build_pool(id.as_str(), url, cfg.run.clients as usize)?,
         ));
-        p.close().await;
     }
     let b = Arc::new(Bench {
         addr,
@@ -321,13 +265,9 @@ pub async fn run(cfg: RouterBenchConfig) -> anyhow::Result<()> {
     } else {
         res.print("variant (create+capture)", "ops/s");
     }
-    shutdown.cancel();
-    let _ = serving.await;
     for (_, p) in &b.pools {
         p.close();
     }
-    cat.close().await;
-    drop(clusters);
-    drop(catalog_cluster);
+    cluster.stop().await;
     Ok(())
 }
