@@ -18,5 +18,5 @@ pub mod ops;
 pub mod repl;
 pub mod verify;
 
-pub use engine::{Config, Engine, HookAction, StepHook, Subject, plan_move, request_abort, run};
+pub use engine::{Config, Engine, FAIL_POINTS, Subject, plan_move, request_abort, run};
 pub use model::{Error, MoveRow, MoveState, NAME_PREFIX, Result, move_id_of, object_name};

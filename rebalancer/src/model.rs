@@ -146,13 +146,32 @@ pub enum Error {
     Verification(String),
     #[error("abort requested by an operator")]
     AbortRequested,
-    #[error("stopped by a test hook after step {0}")]
+    #[error("stopped by a fail point at step {0}")]
     Crashed(&'static str),
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A failure that says nothing about the move itself: a shard restarting or
+    /// unreachable, a connection lost (I/O, SQLSTATE class 08, `admin_shutdown`,
+    /// `crash_shutdown`, `cannot_connect_now`), a pool that found no connection in
+    /// time. The step can run again once the shard is back.
+    pub fn is_transient(&self) -> bool {
+        let Error::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

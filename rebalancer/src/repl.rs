@@ -203,16 +203,38 @@ pub async fn sync_state(pool: &PgPool, subscription: &str) -> Result<(i64, i64)>
     .await?)
 }
 
-/// Bytes of WAL the slot's consumer has not confirmed yet.
-pub async fn slot_lag_bytes(pool: &PgPool, slot: &str) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+/// A slot's progress (see [`slot_state`]).
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct SlotState {
+    /// Bytes of WAL the consumer has not confirmed yet.
+    pub lag: Option<i64>,
+    /// A consumer (walsender) is attached.
+    pub active: bool,
+    /// The confirmed position, in bytes from 0/0.
+    pub confirmed: Option<i64>,
+}
+
+/// The slot's lag, consumer and confirmed position; `None`: no such slot.
+pub async fn slot_state(pool: &PgPool, slot: &str) -> Result<Option<SlotState>> {
+    Ok(sqlx::query_as(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag, active,
+                pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint AS confirmed
            FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)
     .fetch_optional(pool)
-    .await?
-    .flatten())
+    .await?)
+}
+
+/// Whether the subscription's apply worker runs on the target.
+pub async fn apply_worker_running(pool: &PgPool, subscription: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_subscription
+                         WHERE subname = $1 AND relid IS NULL AND pid IS NOT NULL)",
+    )
+    .bind(subscription)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Rows of the range on a shard, all tables.

@@ -1,31 +1,31 @@
-//! Crash safety: the engine stops dead after each step (a test hook returns
-//! "crash"), a fresh engine takes the leader lock, resumes every unfinished move and
-//! ends it `done` or `aborted` with the invariants holding. Also: orphaned
-//! replication objects are reconciled away, and only one engine leads.
+//! Crash safety: the engine stops dead after each step (fail point
+//! `move-after-<step>` set to `return`), a fresh engine takes the leader lock,
+//! resumes every unfinished move and ends it `done` or `aborted` with the
+//! invariants holding. Also: only one engine leads. Needs the `failpoints` feature.
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, assert_ledger_consistent, assert_no_move_objects, range_rows};
-use futures_util::FutureExt;
-use shardline_rebalancer::{
-    Config, Engine, Error, HookAction, MoveState, StepHook, Subject, object_name,
-};
+use fail::FailScenario;
+use shardline_rebalancer::{Config, Engine, Error, FAIL_POINTS, MoveState, Subject};
 use tokio_util::sync::CancellationToken;
 
-fn crash_at(step: &'static str) -> StepHook {
-    Arc::new(move |_, s| {
-        async move {
-            if s == step {
-                HookAction::Crash
-            } else {
-                HookAction::Continue
-            }
-        }
-        .boxed()
-    })
+/// Make the engine stop dead at fail point `name`; returns the step it reports.
+fn crash_at(name: &str) -> &'static str {
+    fail::cfg(name, "return").unwrap();
+    FAIL_POINTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("unknown fail point {name}"))
+        .1
+}
+
+fn clear() {
+    for (name, _) in FAIL_POINTS {
+        fail::remove(name);
+    }
 }
 
 async fn leader(c: &Cluster, cfg: Config) -> Engine {
@@ -43,6 +43,7 @@ async fn leader(c: &Cluster, cfg: Config) -> Engine {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_engine_finishes_or_rolls_back_after_a_crash_at_each_step() {
+    let scenario = FailScenario::setup();
     let c = Cluster::start(2).await;
     let stop = CancellationToken::new();
     let r = c.router(c.config(), &stop).await;
@@ -55,23 +56,32 @@ async fn a_fresh_engine_finishes_or_rolls_back_after_a_crash_at_each_step() {
     let (start, end, _, _) = common::range(&c, range_id).await;
     let total = range_rows(c.shard(&c.owner(&m).await.0), start, end).await;
 
-    // (first crash, second crash, expected end)
-    let cases: [(&'static str, Option<&'static str>, MoveState); 8] = [
-        ("copying", None, MoveState::Done),
-        ("catching_up", None, MoveState::Done),
-        ("verifying", None, MoveState::Done),
-        ("cutover_frozen", None, MoveState::Aborted),
-        ("cutover_frozen", Some("aborting"), MoveState::Aborted),
-        ("switched", None, MoveState::Done),
-        ("cleaning", None, MoveState::Done),
-        ("copying", Some("cleaning"), MoveState::Done),
+    // (first crash, second crash, expected end); every fail point is hit
+    let cases: [(&'static str, Option<&'static str>, MoveState); 10] = [
+        ("move-during-copy", None, MoveState::Done),
+        ("move-after-copying", None, MoveState::Done),
+        ("move-during-catch-up", None, MoveState::Done),
+        ("move-after-catching-up", None, MoveState::Done),
+        ("move-after-verifying", None, MoveState::Done),
+        ("move-after-cutover-frozen", None, MoveState::Aborted),
+        (
+            "move-after-cutover-frozen",
+            Some("move-after-aborting"),
+            MoveState::Aborted,
+        ),
+        ("move-after-switched", None, MoveState::Done),
+        ("move-after-cleaning", None, MoveState::Done),
+        (
+            "move-after-copying",
+            Some("move-after-cleaning"),
+            MoveState::Done,
+        ),
     ];
     for (first, second, want) in cases {
         let (source, _) = c.owner(&m).await;
         let target = if source == "s1" { "s2" } else { "s1" };
-        let mut cfg = common::engine_config(&c);
-        cfg.hook = Some(crash_at(first));
-        let e1 = leader(&c, cfg).await;
+        let step = crash_at(first);
+        let e1 = leader(&c, common::engine_config(&c)).await;
         // a second engine cannot lead while the first lives
         assert!(matches!(
             Engine::new(c.catalog_pool.clone(), common::engine_config(&c)).await,
@@ -82,16 +92,17 @@ async fn a_fresh_engine_finishes_or_rolls_back_after_a_crash_at_each_step() {
             .await
             .unwrap();
         let err = e1.run_move(id).await.unwrap_err();
-        assert!(matches!(err, Error::Crashed(s) if s == first), "{err}");
+        assert!(matches!(err, Error::Crashed(s) if s == step), "{err}");
         drop(e1);
+        clear();
         if let Some(second) = second {
-            let mut cfg = common::engine_config(&c);
-            cfg.hook = Some(crash_at(second));
-            let e2 = leader(&c, cfg).await;
+            let step = crash_at(second);
+            let e2 = leader(&c, common::engine_config(&c)).await;
             let res = e2.resume_all().await.unwrap();
-            assert!(matches!(res[0].1, Err(Error::Crashed(s)) if s == second));
+            assert!(matches!(res[0].1, Err(Error::Crashed(s)) if s == step));
             drop(e2);
         }
+        clear();
         let e3 = leader(&c, common::engine_config(&c)).await;
         e3.reconcile_orphans().await.unwrap();
         let res = e3.resume_all().await.unwrap();
@@ -131,32 +142,5 @@ async fn a_fresh_engine_finishes_or_rolls_back_after_a_crash_at_each_step() {
         assert!(token.starts_with(&format!("{owner}:")), "{token}");
     }
     stop.cancel();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphaned_replication_objects_are_dropped() {
-    let c = Cluster::start(2).await;
-    let (_, p1) = &c.shard_pools[0];
-    let orphan = object_name(uuid::Uuid::now_v7());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE PUBLICATION {orphan} FOR TABLE merchants"
-    )))
-    .execute(p1)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
-        .bind(&orphan)
-        .execute(p1)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_replication_origin_create($1)")
-        .bind(&orphan)
-        .execute(p1)
-        .await
-        .unwrap();
-    let e = leader(&c, common::engine_config(&c)).await;
-    let dropped = e.reconcile_orphans().await.unwrap();
-    assert_eq!(dropped.len(), 3, "{dropped:?}");
-    assert_no_move_objects(&c).await;
-    assert!(e.reconcile_orphans().await.unwrap().is_empty());
+    scenario.teardown();
 }

@@ -1,12 +1,13 @@
 //! The engine as a service: `run` takes the leader lock, picks up planned moves
 //! and drives them to `done`; another engine cannot lead meanwhile; shutdown stops it.
+//! Also: orphaned replication objects are reconciled away.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{Cluster, assert_no_move_objects, range_rows};
-use shardline_rebalancer::{Engine, Error, Subject, plan_move, request_abort};
+use shardline_rebalancer::{Engine, Error, Subject, object_name, plan_move, request_abort};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,4 +76,34 @@ async fn run_drives_planned_moves_until_shutdown() {
         .unwrap()
         .unwrap();
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_replication_objects_are_dropped() {
+    let c = Cluster::start(2).await;
+    let (_, p1) = &c.shard_pools[0];
+    let orphan = object_name(uuid::Uuid::now_v7());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE PUBLICATION {orphan} FOR TABLE merchants"
+    )))
+    .execute(p1)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+        .bind(&orphan)
+        .execute(p1)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_replication_origin_create($1)")
+        .bind(&orphan)
+        .execute(p1)
+        .await
+        .unwrap();
+    let e = Engine::new(c.catalog_pool.clone(), common::engine_config(&c))
+        .await
+        .unwrap();
+    let dropped = e.reconcile_orphans().await.unwrap();
+    assert_eq!(dropped.len(), 3, "{dropped:?}");
+    assert_no_move_objects(&c).await;
+    assert!(e.reconcile_orphans().await.unwrap().is_empty());
 }

@@ -1,15 +1,16 @@
 //! Verification gates the flip: a row corrupted on the target after the copy (same
 //! version, different amount) is caught, and the move ends `aborted` with the source
 //! intact and active and nothing left on the target. Also: an operator abort.
+//! The test acts while the engine is held at a fail point (`failpoints` feature).
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, assert_ledger_consistent, assert_no_move_objects, range_rows};
-use futures_util::FutureExt;
-use shardline_rebalancer::{Engine, HookAction, MoveState, StepHook, Subject};
+use common::{Cluster, Gate, assert_ledger_consistent, assert_no_move_objects, range_rows};
+use fail::FailScenario;
+use shardline_rebalancer::{Engine, MoveState, Subject};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,7 @@ async fn setup(c: &Cluster, r: &common::Router, n: usize) -> (String, i64, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_target_row_aborts_the_move() {
+    let _scenario = FailScenario::setup();
     let c = Cluster::start(2).await;
     let stop = CancellationToken::new();
     let r = c.router(c.config(), &stop).await;
@@ -36,41 +38,36 @@ async fn corrupted_target_row_aborts_the_move() {
     // After catch-up, before verification: change a payment amount on the target
     // the way only a bug could (replica role: no fence, no version bump).
     let target_url = c.shards[if target == "s1" { 0 } else { 1 }].url("shard");
-    let m2 = m.clone();
-    let hook: StepHook = Arc::new(move |_, step| {
-        let url = target_url.clone();
-        let m = m2.clone();
-        async move {
-            if step == "catching_up" {
-                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-                sqlx::raw_sql("SET session_replication_role = replica")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let n = sqlx::query(
-                    "UPDATE payments SET amount = amount + 1 WHERE payment_id =
-                        (SELECT payment_id FROM payments WHERE merchant_id = $1::uuid LIMIT 1)",
-                )
-                .bind(&m)
-                .execute(&mut conn)
-                .await
-                .unwrap()
-                .rows_affected();
-                assert_eq!(n, 1);
-            }
-            HookAction::Continue
-        }
-        .boxed()
-    });
+    let mut gate = Gate::new("move-after-catching-up");
     let mut cfg = common::engine_config(&c);
-    cfg.hook = Some(hook);
     cfg.verify_max_passes = 5;
-    let engine = Engine::new(c.catalog_pool.clone(), cfg).await.unwrap();
+    let engine = Arc::new(Engine::new(c.catalog_pool.clone(), cfg).await.unwrap());
     let id = engine
         .plan_move(Subject::Range(range_id), &target, "test")
         .await
         .unwrap();
-    let st = engine.run_move(id).await.unwrap();
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_move(id).await }
+    });
+    gate.reached().await;
+    let mut conn = sqlx::PgConnection::connect(&target_url).await.unwrap();
+    sqlx::raw_sql("SET session_replication_role = replica")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let n = sqlx::query(
+        "UPDATE payments SET amount = amount + 1 WHERE payment_id =
+            (SELECT payment_id FROM payments WHERE merchant_id = $1::uuid LIMIT 1)",
+    )
+    .bind(&m)
+    .execute(&mut conn)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(n, 1);
+    gate.release();
+    let st = run.await.unwrap().unwrap();
     let mv = engine.load(id).await.unwrap();
     eprintln!("ended {st}: {:?}", mv.error);
     assert_eq!(st, MoveState::Aborted);
@@ -125,36 +122,32 @@ async fn corrupted_target_row_aborts_the_move() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_abort_rolls_back() {
+    let _scenario = FailScenario::setup();
     let c = Cluster::start(2).await;
     let stop = CancellationToken::new();
     let r = c.router(c.config(), &stop).await;
     let (_m, range_id, source, target) = setup(&c, &r, 20).await;
     let (start, end, _, _) = common::range(&c, range_id).await;
     let src_rows = range_rows(c.shard(&source), start, end).await;
-    let pool = c.catalog_pool.clone();
-    // The operator aborts while the move is catching up.
-    let hook: StepHook = Arc::new(move |id, step| {
-        let pool = pool.clone();
-        async move {
-            if step == "copying" {
-                sqlx::query("UPDATE moves SET abort_requested = true WHERE id = $1")
-                    .bind(id)
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            }
-            HookAction::Continue
-        }
-        .boxed()
-    });
-    let mut cfg = common::engine_config(&c);
-    cfg.hook = Some(hook);
-    let engine = Engine::new(c.catalog_pool.clone(), cfg).await.unwrap();
+    // The operator aborts once the copy is done, before catching up.
+    let mut gate = Gate::new("move-after-copying");
+    let engine = Arc::new(
+        Engine::new(c.catalog_pool.clone(), common::engine_config(&c))
+            .await
+            .unwrap(),
+    );
     let id = engine
         .plan_move(Subject::Range(range_id), &target, "test")
         .await
         .unwrap();
-    assert_eq!(engine.run_move(id).await.unwrap(), MoveState::Aborted);
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_move(id).await }
+    });
+    gate.reached().await;
+    assert!(engine.abort(id).await.unwrap());
+    gate.release();
+    assert_eq!(run.await.unwrap().unwrap(), MoveState::Aborted);
     assert!(
         !engine.abort(id).await.unwrap(),
         "finished moves cannot be aborted"

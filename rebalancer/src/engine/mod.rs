@@ -2,11 +2,8 @@
 //! resumes after a crash and reconciles orphaned replication objects.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use shardline_core::MerchantId;
 use sqlx::postgres::PgPoolOptions;
@@ -26,21 +23,48 @@ mod steps;
 
 pub use service::{plan_move, request_abort, run};
 
-/// What a [`StepHook`] tells the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HookAction {
-    Continue,
-    /// Stop the move right here as if the process died (tests of crash safety).
-    Crash,
+/// The fail points (cargo feature `failpoints`, the `fail` crate) the engine
+/// evaluates, as (fail point, step). `move-after-<step>` points are evaluated after
+/// the step's action, before the next state is persisted; `move-during-copy`
+/// after the subscription exists, before waiting for the initial copy;
+/// `move-during-catch-up` when catch-up starts. The `return` action stops the move
+/// right there with [`Error::Crashed`]`(step)`, as if the process died; `pause`,
+/// `sleep(ms)` and callbacks run on a blocking thread, so they hold only the move.
+pub const FAIL_POINTS: [(&str, &str); 9] = [
+    ("move-during-copy", "copying"),
+    ("move-after-copying", "copying"),
+    ("move-during-catch-up", "catching_up"),
+    ("move-after-catching-up", "catching_up"),
+    ("move-after-verifying", "verifying"),
+    ("move-after-cutover-frozen", "cutover_frozen"),
+    ("move-after-switched", "switched"),
+    ("move-after-cleaning", "cleaning"),
+    ("move-after-aborting", "aborting"),
+];
+
+/// Evaluate fail point `name` (one of [`FAIL_POINTS`]).
+#[cfg(feature = "failpoints")]
+async fn fail_point(name: &'static str) -> Result<()> {
+    let step = FAIL_POINTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(name, |(_, s)| *s);
+    let eval = move || -> Result<()> {
+        fail::fail_point!(name, |_| Err(Error::Crashed(step)));
+        Ok(())
+    };
+    tokio::task::spawn_blocking(eval)
+        .await
+        .map_err(|e| Error::Inconsistent(format!("fail point {name}: {e}")))?
 }
 
-/// Called after each step's action, before the next state is persisted, with the
-/// move id and the step name (`copying`, `catching_up`, `verifying`,
-/// `cutover_frozen`, `switched`, `cleaning`, `aborting`). For tests.
-pub type StepHook = Arc<dyn Fn(Uuid, &'static str) -> BoxFuture<'static, HookAction> + Send + Sync>;
+#[cfg(not(feature = "failpoints"))]
+async fn fail_point(_name: &'static str) -> Result<()> {
+    Ok(())
+}
 
 /// Engine settings.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Catalog URL (used by [`run`]; [`Engine::new`] takes a pool).
     pub catalog_url: String,
@@ -68,7 +92,10 @@ pub struct Config {
     pub delete_batch: i64,
     /// Connections per shard pool.
     pub shard_pool_size: u32,
-    pub hook: Option<StepHook>,
+    /// A step failing with a transient error (a shard restarting, a connection
+    /// lost) is run again, with backoff, for up to this long before the failure
+    /// counts (steps are idempotent).
+    pub transient_retry_for: Duration,
 }
 
 impl Config {
@@ -87,24 +114,8 @@ impl Config {
             marker_timeout: Duration::from_secs(2),
             delete_batch: 5000,
             shard_pool_size: 8,
-            hook: None,
+            transient_retry_for: Duration::from_secs(120),
         }
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("leader_lock_key", &self.leader_lock_key)
-            .field("poll_interval", &self.poll_interval)
-            .field("sync_timeout", &self.sync_timeout)
-            .field("catchup_max_lag_bytes", &self.catchup_max_lag_bytes)
-            .field("catchup_timeout", &self.catchup_timeout)
-            .field("verify_max_passes", &self.verify_max_passes)
-            .field("marker_timeout", &self.marker_timeout)
-            .field("delete_batch", &self.delete_batch)
-            .field("hook", &self.hook.is_some())
-            .finish_non_exhaustive()
     }
 }
 
@@ -268,15 +279,6 @@ impl Engine {
         Ok(())
     }
 
-    async fn hook(&self, id: Uuid, step: &'static str) -> Result<()> {
-        if let Some(h) = &self.config.hook
-            && h(id, step).await == HookAction::Crash
-        {
-            return Err(Error::Crashed(step));
-        }
-        Ok(())
-    }
-
     async fn check_abort(&self, id: Uuid) -> Result<()> {
         let flag: bool = sqlx::query_scalar("SELECT abort_requested FROM moves WHERE id = $1")
             .bind(id)
@@ -293,6 +295,7 @@ impl Engine {
     /// and the move is resumed forward later.
     pub async fn run_move(&self, id: Uuid) -> Result<MoveState> {
         let mut m = self.load(id).await?;
+        let mut retry = Retry::default();
         loop {
             let st = m.state()?;
             if st.is_terminal() {
@@ -305,11 +308,16 @@ impl Engine {
             }
             let span = tracing::info_span!("move_step", move_id = %id, state = %st,
                 range_id = m.range_id, source = %m.source_shard, target = %m.target_shard);
-            let res = self.step(&mut m, st).instrument(span).await;
+            let again = retry.state == Some(st);
+            let res = self.step(&mut m, st, again).instrument(span).await;
             match res {
-                Ok(()) => {}
+                Ok(()) => retry = Retry::default(),
                 Err(e @ Error::Crashed(_)) => return Err(e),
                 Err(e) => {
+                    if e.is_transient() && self.retry_step(&mut retry, id, st, &e).await? {
+                        m = self.load(id).await?;
+                        continue;
+                    }
                     let msg = e.to_string();
                     tracing::warn!(move_id = %id, state = %st, error = %msg, "move step failed");
                     sqlx::query("UPDATE moves SET error = $2, updated_at = now() WHERE id = $1")
@@ -331,30 +339,67 @@ impl Engine {
         }
     }
 
-    async fn step(&self, m: &mut MoveRow, st: MoveState) -> Result<()> {
+    /// After a transient error in step `st`: whether to run the step again (after a
+    /// backoff sleep). Only while the persisted state is still `st` (an error after
+    /// the switch to `cutover` rolls back instead) and within
+    /// `transient_retry_for` of the step's first transient error.
+    async fn retry_step(
+        &self,
+        retry: &mut Retry,
+        id: Uuid,
+        st: MoveState,
+        e: &Error,
+    ) -> Result<bool> {
+        if self.load(id).await?.state()? != st || st == MoveState::Cutover {
+            return Ok(false);
+        }
+        if retry.state != Some(st) {
+            *retry = Retry {
+                state: Some(st),
+                since: Instant::now(),
+                delay: Duration::from_millis(100),
+            };
+        }
+        if retry.since.elapsed() >= self.config.transient_retry_for {
+            return Ok(false);
+        }
+        tracing::warn!(move_id = %id, state = %st, error = %e, delay_ms = retry.delay.as_millis() as u64,
+            "transient error, retrying the step");
+        tokio::time::sleep(retry.delay).await;
+        retry.delay = (retry.delay * 2).min(Duration::from_secs(2));
+        Ok(true)
+    }
+
+    /// Run step `st`; `again`: it is re-run after a transient error.
+    async fn step(&self, m: &mut MoveRow, st: MoveState, again: bool) -> Result<()> {
         match st {
             MoveState::Planned => self.transition(m, MoveState::Copying, json!({})).await,
             MoveState::Copying => {
                 let t = Instant::now();
                 self.copy(m).await?;
                 self.set_phase(m.id, "copy_ms", t.elapsed()).await?;
-                self.hook(m.id, "copying").await?;
+                fail_point("move-after-copying").await?;
                 self.transition(m, MoveState::CatchingUp, json!({})).await
             }
             MoveState::CatchingUp => {
+                fail_point("move-during-catch-up").await?;
                 let t = Instant::now();
                 let lag = self.catch_up(m).await?;
                 self.set_phase(m.id, "catch_up_ms", t.elapsed()).await?;
-                self.hook(m.id, "catching_up").await?;
+                fail_point("move-after-catching-up").await?;
                 self.transition(m, MoveState::Verifying, json!({"lag_bytes": lag}))
                     .await
             }
             MoveState::Verifying => {
+                if again {
+                    // a shard was unreachable: the target may be far behind now
+                    self.catch_up(m).await?;
+                }
                 let t = Instant::now();
                 let report = self.verify(m).await?;
                 self.set_phase(m.id, "verify_ms", t.elapsed()).await?;
                 self.set_stats(m.id, json!({"verify": report})).await?;
-                self.hook(m.id, "verifying").await?;
+                fail_point("move-after-verifying").await?;
                 self.check_abort(m.id).await?;
                 self.transition(m, MoveState::Cutover, json!({"verify": report}))
                     .await?;
@@ -366,23 +411,41 @@ impl Engine {
                 "cutover was interrupted before the catalog flip".into(),
             )),
             MoveState::Switched => {
-                self.hook(m.id, "switched").await?;
+                fail_point("move-after-switched").await?;
                 self.transition(m, MoveState::Cleaning, json!({})).await
             }
             MoveState::Cleaning => {
                 let t = Instant::now();
                 let deleted = self.cleanup(m).await?;
                 self.set_phase(m.id, "cleanup_ms", t.elapsed()).await?;
-                self.hook(m.id, "cleaning").await?;
+                fail_point("move-after-cleaning").await?;
                 self.transition(m, MoveState::Done, json!({"source_rows_deleted": deleted}))
                     .await
             }
             MoveState::Aborting => {
                 let deleted = self.teardown(m).await?;
-                self.hook(m.id, "aborting").await?;
+                fail_point("move-after-aborting").await?;
                 self.finish_abort(m, deleted).await
             }
             MoveState::Done | MoveState::Aborted => Ok(()),
+        }
+    }
+}
+
+/// Backoff state of the step being retried after transient errors.
+#[derive(Debug)]
+struct Retry {
+    state: Option<MoveState>,
+    since: Instant,
+    delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            state: None,
+            since: Instant::now(),
+            delay: Duration::from_millis(100),
         }
     }
 }

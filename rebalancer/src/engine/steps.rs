@@ -75,6 +75,7 @@ impl Engine {
             &m.slot,
         )
         .await?;
+        fail_point("move-during-copy").await?;
         let deadline = Instant::now() + self.config.sync_timeout;
         loop {
             let (n, not_ready) = repl::sync_state(&dst.pool, &m.subscription).await?;
@@ -91,24 +92,61 @@ impl Engine {
         }
     }
 
+    /// Wait until the slot lags by at most `catchup_max_lag_bytes`, or give up
+    /// waiting (verification absorbs the rest) once the lag has not reached a new
+    /// low (by more than `catchup_max_lag_bytes`) for `catchup_timeout`. That clock
+    /// starts only once the subscriber confirmed progress while streaming: while the
+    /// subscription is not streaming (walsender on the source or apply worker on
+    /// the target gone: a shard restarting) or has not confirmed anything since,
+    /// catching up has not resumed. More than `transient_retry_for` without
+    /// streaming fails the step; waiting is capped at `transient_retry_for` overall.
     pub(super) async fn catch_up(&self, m: &MoveRow) -> Result<Option<i64>> {
         let src = self.shard(&m.source_shard).await?;
-        let deadline = Instant::now() + self.config.catchup_timeout;
+        let dst = self.shard(&m.target_shard).await?;
+        let (cap, wait) = (self.config.transient_retry_for, self.config.catchup_timeout);
+        let started = Instant::now();
+        let mut deadline = started + wait;
+        // (lowest lag, confirmed position when streaming was last seen to start)
+        let mut best = i64::MAX;
+        let mut resumed_at: Option<Option<i64>> = None;
+        let mut stalled_since: Option<Instant> = None;
         loop {
-            let lag = repl::slot_lag_bytes(&src.pool, &m.slot).await?;
-            match lag {
-                None => {
-                    return Err(Error::Inconsistent(format!(
-                        "slot {} is missing on the source",
-                        m.slot
+            let running = repl::apply_worker_running(&dst.pool, &m.subscription).await?;
+            let Some(slot) = repl::slot_state(&src.pool, &m.slot).await? else {
+                return Err(Error::Inconsistent(format!(
+                    "slot {} is missing on the source",
+                    m.slot
+                )));
+            };
+            let now = Instant::now();
+            let lag = slot.lag.unwrap_or(i64::MAX);
+            if lag <= self.config.catchup_max_lag_bytes {
+                return Ok(slot.lag);
+            }
+            if !(running && slot.active) {
+                let since = *stalled_since.get_or_insert(now);
+                if now - since > cap {
+                    return Err(timeout(format!(
+                        "catching up: subscription {} not streaming",
+                        m.subscription
                     )));
                 }
-                Some(l) if l <= self.config.catchup_max_lag_bytes => return Ok(lag),
-                Some(_) if Instant::now() > deadline => {
-                    tracing::info!(move_id = %m.id, ?lag, "catch-up: lag still above target, verifying anyway");
-                    return Ok(lag);
+                resumed_at = None;
+                deadline = deadline.max(now + wait);
+            } else {
+                stalled_since = None;
+                let from = *resumed_at.get_or_insert(slot.confirmed);
+                if slot.confirmed == from {
+                    // nothing confirmed since streaming (re)started
+                    deadline = deadline.max(now + wait);
+                } else if lag.saturating_add(self.config.catchup_max_lag_bytes) < best {
+                    best = lag;
+                    deadline = deadline.max(now + wait);
                 }
-                Some(_) => {}
+                if now > deadline || now - started > cap {
+                    tracing::info!(move_id = %m.id, lag = slot.lag, "catch-up: lag still above target, verifying anyway");
+                    return Ok(slot.lag);
+                }
             }
             self.check_abort(m.id).await?;
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,7 +194,7 @@ impl Engine {
             .execute(&src.pool)
             .await?;
         let freeze = t0.elapsed();
-        self.hook(m.id, "cutover_frozen").await?;
+        fail_point("move-after-cutover-frozen").await?;
         let result = self.cutover_frozen(m, report, &src, &dst, t0, freeze).await;
         if let Err(e) = &result
             && !matches!(e, Error::Crashed(_))

@@ -54,3 +54,52 @@ pub async fn owned_state(p: &PgPool, id: i64) -> Option<String> {
 pub fn engine_config(c: &Cluster) -> shardline_rebalancer::Config {
     shardline_rebalancer::Config::new(c.catalog_url.clone())
 }
+
+/// A fail point (`fail::cfg_callback`) that holds the engine the first time it is
+/// reached, until the test releases it (or drops the gate). The engine evaluates
+/// fail points on a blocking thread, so only the move waits.
+pub struct Gate {
+    name: &'static str,
+    reached: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Gate {
+    pub fn new(name: &'static str) -> Gate {
+        let (reached_tx, reached) = tokio::sync::mpsc::unbounded_channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let first = std::sync::atomic::AtomicBool::new(true);
+        fail::cfg_callback(name, move || {
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                let _ = reached_tx.send(());
+                let _ = release_rx.lock().unwrap().recv();
+            }
+        })
+        .unwrap();
+        Gate {
+            name,
+            reached,
+            release: Some(release),
+        }
+    }
+
+    /// Wait (bounded) until the engine is held at the fail point.
+    pub async fn reached(&mut self) {
+        tokio::time::timeout(std::time::Duration::from_secs(120), self.reached.recv())
+            .await
+            .unwrap_or_else(|_| panic!("fail point {} not reached", self.name));
+    }
+
+    /// Let the engine go on; the fail point is removed.
+    pub fn release(&mut self) {
+        fail::remove(self.name);
+        self.release.take();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -195,11 +195,14 @@ impl PgCluster {
         loop {
             attempts += 1;
             match self.spawn_and_wait().await {
-                // Lost the race for an auto-picked port: pick another.
+                // Lost the race for an auto-picked port: pick another. (Not on
+                // "shared memory block is still in use": backends of a killed
+                // postmaster are still exiting, and the port must stay the same.)
                 Err(DevkitError::Exited { ref log, .. })
                     if self.opts.port.is_none()
                         && attempts < 5
-                        && (log.contains("could not bind") || log.contains("in use")) =>
+                        && (log.contains("could not bind")
+                            || log.contains("Address already in use")) =>
                 {
                     self.port = free_port().map_err(DevkitError::io(&self.root))?;
                 }
