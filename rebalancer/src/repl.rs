@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
-use crate::model::{Error, Result};
+use crate::model::{Error, Result, move_id_of};
 
 /// The shard-data tables a move carries, with their primary-key columns.
 pub const TABLES: [(&str, &str); 7] = [
@@ -353,6 +353,85 @@ pub async fn list_move_objects(
     .fetch_all(pool)
     .await?;
     Ok((pubs, slots, subs, origins))
+}
+
+/// Trigger names of a move's change log on one table.
+fn log_triggers(name: &str) -> [String; 2] {
+    [format!("{name}_iu"), format!("{name}_d")]
+}
+
+/// Create (or replace) the move's change-log triggers on every moved table of the
+/// source: rows of `[start, end)` written from now on are recorded in
+/// `move_changes` with the writer's transaction id. One transaction; it waits for
+/// in-flight writers of the tables (as any trigger DDL does).
+pub async fn ensure_change_log(
+    pool: &PgPool,
+    name: &str,
+    move_id: uuid::Uuid,
+    start: i64,
+    end: i64,
+) -> Result<()> {
+    let mut sql = String::from("BEGIN;\n");
+    let [iu, d] = log_triggers(name);
+    for (t, pk) in TABLES {
+        let pk = pk.replace(' ', "");
+        let args = format!(
+            "{}, {}",
+            quote_literal(&move_id.to_string()),
+            quote_literal(&pk)
+        );
+        sql.push_str(&format!(
+            "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE ON {t} FOR EACH ROW
+               WHEN (NEW.shard_key >= {start} AND NEW.shard_key < {end})
+               EXECUTE FUNCTION shardline_move_log({args});
+             CREATE OR REPLACE TRIGGER {} AFTER DELETE ON {t} FOR EACH ROW
+               WHEN (OLD.shard_key >= {start} AND OLD.shard_key < {end})
+               EXECUTE FUNCTION shardline_move_log({args});\n",
+            quote_ident(&iu),
+            quote_ident(&d)
+        ));
+    }
+    sql.push_str("COMMIT;");
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+    Ok(())
+}
+
+/// Drop the move's change-log triggers and its logged rows.
+pub async fn drop_change_log(pool: &PgPool, name: &str, move_id: uuid::Uuid) -> Result<()> {
+    let mut sql = String::from("BEGIN;\n");
+    for trig in log_triggers(name) {
+        for (t, _) in TABLES {
+            sql.push_str(&format!(
+                "DROP TRIGGER IF EXISTS {} ON {t};\n",
+                quote_ident(&trig)
+            ));
+        }
+    }
+    sql.push_str(&format!(
+        "DELETE FROM move_changes WHERE move_id = {};\nCOMMIT;",
+        quote_literal(&move_id.to_string())
+    ));
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+    Ok(())
+}
+
+/// Moves that have change-log triggers or logged rows on a shard (by the move id
+/// in the trigger name or the rows).
+pub async fn list_change_logs(pool: &PgPool) -> Result<Vec<uuid::Uuid>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT regexp_replace(tgname::text, '_(iu|d)$', '') FROM pg_trigger
+          WHERE tgname LIKE 'sl\\_mv\\_%'",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut ids: Vec<uuid::Uuid> = names.iter().filter_map(|n| move_id_of(n)).collect();
+    let logged: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT DISTINCT move_id FROM move_changes")
+        .fetch_all(pool)
+        .await?;
+    ids.extend(logged);
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }
 
 pub(crate) fn timeout(what: impl Into<String>) -> Error {

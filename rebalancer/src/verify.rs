@@ -1,8 +1,11 @@
 //! Money-aware verification of a moved range: every row compared by (primary key,
-//! version, md5 of the row text) between source and target while writes continue,
-//! mismatching rows re-checked until they converge; with the source frozen, counts,
-//! per-merchant per-currency ledger sums and balances, and the rows changed since
-//! the last full pass.
+//! version, md5 of the row text) between source and target while writes continue
+//! (both directions, so the row sets and counts agree), mismatching rows
+//! re-checked until they converge; then delta passes over the rows the source wrote
+//! since (from the move's change log, O(changes)), a per-merchant money pass
+//! (ledger sums and balances), and, with the source frozen, the rows and the money
+//! of merchants written since the last passes. Nothing inside the write pause is
+//! O(rows of the range).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -10,6 +13,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgPool};
+use uuid::Uuid;
 
 use crate::model::{Error, Result};
 use crate::repl::TABLES;
@@ -45,7 +49,7 @@ pub struct PassReport {
 
 /// The key of a row: the canonical text of a jsonb object of its primary key
 /// (identical on both sides, and usable to look the row up by index).
-fn key_expr(pk: &str, alias: &str) -> String {
+pub fn key_expr(pk: &str, alias: &str) -> String {
     let parts = pk
         .split(',')
         .map(|c| c.trim())
@@ -256,8 +260,7 @@ pub async fn full_pass(
 pub async fn delta_pass(
     source: &PgPool,
     target: &PgPool,
-    start: i64,
-    end: i64,
+    move_id: Uuid,
     report: &mut PassReport,
     max_passes: u32,
     recheck_delay: Duration,
@@ -268,16 +271,12 @@ pub async fn delta_pass(
     let per_table = TABLES.iter().map(|&(table, pk)| {
         let carried = report.deferred.remove(table).unwrap_or_default();
         async move {
-            let mut src = changed_since(source, table, pk, start, end, horizon).await?;
-            let extra: Vec<String> = carried
-                .into_iter()
-                .filter(|k| !src.contains_key(k))
-                .collect();
+            let (mut keys, mut src) = logged_since(source, move_id, table, pk, horizon).await?;
+            let extra: Vec<String> = carried.into_iter().filter(|k| !keys.contains(k)).collect();
             if !extra.is_empty() {
                 src.extend(digest_keys(source, table, pk, &extra).await?);
+                keys.extend(extra);
             }
-            let mut keys: Vec<String> = src.keys().cloned().collect();
-            keys.extend(extra.iter().filter(|k| !src.contains_key(*k)).cloned());
             if keys.is_empty() {
                 return Ok::<_, Error>((table, 0, Vec::new()));
             }
@@ -308,26 +307,26 @@ pub async fn delta_pass(
     Ok(changed)
 }
 
-async fn changed_since(
+/// The keys of `table` the move's change log recorded from transactions at or
+/// above `horizon` (64-bit transaction ids), and the source's current digests of
+/// those rows (a deleted row has a key but no digest).
+async fn logged_since(
     source: &PgPool,
+    move_id: Uuid,
     table: &str,
     pk: &str,
-    start: i64,
-    end: i64,
     horizon: i64,
-) -> Result<Digest> {
-    let sql = select_digest(
-        table,
-        pk,
-        "AND t.xmin::text::bigint >= ($3::bigint % 4294967296)",
-    );
-    let rows: Vec<(String, i64, String)> = sqlx::query_as(AssertSqlSafe(sql))
-        .bind(start)
-        .bind(end)
-        .bind(horizon)
-        .fetch_all(source)
-        .await?;
-    Ok(rows.into_iter().map(|(k, v, h)| (k, (v, h))).collect())
+) -> Result<(Vec<String>, Digest)> {
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT k FROM move_changes WHERE move_id = $1 AND tbl = $2 AND xid >= $3",
+    )
+    .bind(move_id)
+    .bind(table)
+    .bind(horizon)
+    .fetch_all(source)
+    .await?;
+    let digest = digest_keys(source, table, pk, &keys).await?;
+    Ok((keys, digest))
 }
 
 /// Per-merchant money while writes continue: each merchant's ledger sums (per
@@ -390,35 +389,15 @@ async fn money(
     Ok(rows.into_iter().collect())
 }
 
-/// Row counts per table of the range.
-async fn counts(pool: &PgPool, start: i64, end: i64) -> Result<Vec<i64>> {
-    let counts = TABLES
-        .iter()
-        .map(|(t, _)| {
-            format!("(SELECT count(*) FROM {t} WHERE shard_key >= $1 AND shard_key < $2)")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok(
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT ARRAY[{counts}]::bigint[]")))
-            .bind(start)
-            .bind(end)
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
-/// Merchants with ledger or balance rows the source wrote at or after `horizon`.
-async fn touched_since(source: &PgPool, start: i64, end: i64, horizon: i64) -> Result<Vec<String>> {
+/// Merchants with ledger or balance rows the source wrote at or after `horizon`
+/// (from the move's change log).
+async fn touched_since(source: &PgPool, move_id: Uuid, horizon: i64) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT merchant_id::text FROM ledger_entries
-          WHERE shard_key >= $1 AND shard_key < $2 AND xmin::text::bigint >= ($3::bigint % 4294967296)
-         UNION
-         SELECT merchant_id::text FROM balances
-          WHERE shard_key >= $1 AND shard_key < $2 AND xmin::text::bigint >= ($3::bigint % 4294967296)",
+        "SELECT DISTINCT merchant_id::text FROM move_changes
+          WHERE move_id = $1 AND tbl IN ('ledger_entries', 'balances') AND xid >= $2
+            AND merchant_id IS NOT NULL",
     )
-    .bind(start)
-    .bind(end)
+    .bind(move_id)
     .bind(horizon)
     .fetch_all(source)
     .await?)
@@ -428,7 +407,6 @@ async fn touched_since(source: &PgPool, start: i64, end: i64, horizon: i64) -> R
 /// marker written (so it is final) while the target is still applying.
 #[derive(Debug)]
 pub struct FrozenSource {
-    counts: Vec<i64>,
     /// Merchants whose money is compared inside the pause (`None`: all of them).
     merchants: Option<Vec<String>>,
     money: BTreeMap<String, String>,
@@ -436,24 +414,25 @@ pub struct FrozenSource {
     tables: Vec<(&'static str, &'static str, Digest, Vec<String>)>,
 }
 
-/// Read the source side: counts, the money of the merchants touched since the
+/// Read the source side: the money of the merchants touched since the
 /// money pass (or of all when it did not run), and every row written since the
 /// last pass began plus the deferred ones.
 pub async fn frozen_source(
     source: &PgPool,
+    move_id: Uuid,
     start: i64,
     end: i64,
     report: &PassReport,
 ) -> Result<FrozenSource> {
     let tables = futures_util::future::try_join_all(TABLES.iter().map(|&(table, pk)| async move {
-        let mut src = changed_since(source, table, pk, start, end, report.xmin_horizon).await?;
-        let mut keys: Vec<String> = src.keys().cloned().collect();
+        let (mut keys, mut src) =
+            logged_since(source, move_id, table, pk, report.xmin_horizon).await?;
         let extra: Vec<String> = report
             .deferred
             .get(table)
             .into_iter()
             .flatten()
-            .filter(|k| !src.contains_key(*k))
+            .filter(|k| !keys.contains(*k))
             .cloned()
             .collect();
         if !extra.is_empty() {
@@ -466,20 +445,18 @@ pub async fn frozen_source(
         if report.money_horizon == 0 {
             return Ok::<_, Error>(None);
         }
-        let mut m = touched_since(source, start, end, report.money_horizon).await?;
+        let mut m = touched_since(source, move_id, report.money_horizon).await?;
         m.extend(report.money_suspects.iter().cloned());
         m.sort();
         m.dedup();
         Ok(Some(m))
     };
-    let (counts, merchants, tables) =
-        tokio::try_join!(counts(source, start, end), merchants, tables)?;
+    let (merchants, tables) = tokio::try_join!(merchants, tables)?;
     let money = match &merchants {
         Some(m) if m.is_empty() => BTreeMap::new(),
         m => money(source, start, end, m.as_deref()).await?,
     };
     Ok(FrozenSource {
-        counts,
         merchants,
         money,
         tables,
@@ -487,7 +464,7 @@ pub async fn frozen_source(
 }
 
 /// Compare the target (caught up: the marker arrived) with the frozen source:
-/// counts per table, ledger sums and balances of the merchants touched since the
+/// ledger sums and balances of the merchants touched since the
 /// money pass, and the rows written since the last pass, by key. Returns how many
 /// rows it compared.
 pub async fn frozen_compare(
@@ -514,14 +491,7 @@ pub async fn frozen_compare(
             m => money(target, start, end, m.as_deref()).await,
         }
     };
-    let (counts_dst, money_dst, changed) =
-        tokio::try_join!(counts(target, start, end), money_dst, rows)?;
-    if src.counts != counts_dst {
-        return Err(Error::Verification(format!(
-            "row counts differ at cutover: source {:?}, target {:?}",
-            src.counts, counts_dst
-        )));
-    }
+    let (money_dst, changed) = tokio::try_join!(money_dst, rows)?;
     if let Some((m, _)) = src
         .money
         .iter()

@@ -82,7 +82,8 @@ async fn run_drives_planned_moves_until_shutdown() {
 async fn orphaned_replication_objects_are_dropped() {
     let c = Cluster::start(2).await;
     let (_, p1) = &c.shard_pools[0];
-    let orphan = object_name(uuid::Uuid::now_v7());
+    let orphan_id = uuid::Uuid::now_v7();
+    let orphan = object_name(orphan_id);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE PUBLICATION {orphan} FOR TABLE merchants"
     )))
@@ -99,11 +100,26 @@ async fn orphaned_replication_objects_are_dropped() {
         .execute(p1)
         .await
         .unwrap();
+    // a change log whose move is unknown: triggers on every moved table, and a row
+    shardline_rebalancer::repl::ensure_change_log(p1, &orphan, orphan_id, 0, 1 << 32)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO move_changes (move_id, tbl, k) VALUES ($1, 'merchants', '{}')")
+        .bind(orphan_id)
+        .execute(p1)
+        .await
+        .unwrap();
+    assert_eq!(
+        shardline_rebalancer::repl::list_change_logs(p1)
+            .await
+            .unwrap(),
+        vec![orphan_id]
+    );
     let e = Engine::new(c.catalog_pool.clone(), common::engine_config(&c))
         .await
         .unwrap();
     let dropped = e.reconcile_orphans().await.unwrap();
-    assert_eq!(dropped.len(), 3, "{dropped:?}");
+    assert_eq!(dropped.len(), 4, "{dropped:?}");
     assert_no_move_objects(&c).await;
     assert!(e.reconcile_orphans().await.unwrap().is_empty());
 }

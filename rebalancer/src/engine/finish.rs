@@ -14,6 +14,7 @@ impl Engine {
         }
         repl::drop_slot(&src.pool, &m.slot).await?;
         repl::drop_publication(&src.pool, &m.publication).await?;
+        repl::drop_change_log(&src.pool, &m.publication, m.id).await?;
         Ok(())
     }
 
@@ -186,6 +187,22 @@ impl Engine {
                         _ => repl::drop_origin_pool(&s.pool, name).await?,
                     }
                     dropped.push(format!("{shard}:{kind}:{name}"));
+                }
+            }
+        }
+        // change logs of finished or unknown moves
+        for (shard, s, _) in &listed {
+            for mid in repl::list_change_logs(&s.pool).await? {
+                let st: Option<String> =
+                    sqlx::query_scalar("SELECT state FROM moves WHERE id = $1")
+                        .bind(mid)
+                        .fetch_optional(&self.catalog)
+                        .await?;
+                let st: Option<MoveState> = st.map(|s| s.parse()).transpose()?;
+                if st.is_none_or(|st| st.is_terminal()) {
+                    tracing::warn!(%shard, move_id = %mid, "dropping orphaned change log");
+                    repl::drop_change_log(&s.pool, &object_name(mid), mid).await?;
+                    dropped.push(format!("{shard}:change_log:{}", object_name(mid)));
                 }
             }
         }

@@ -20,6 +20,9 @@ impl Engine {
                 m.source_shard, m.range_id
             )));
         }
+        // The change log first: every write of the range from here on is recorded,
+        // long before verification takes its first horizon.
+        repl::ensure_change_log(&src.pool, &m.publication, m.id, m.start_key, m.end_key).await?;
         repl::ensure_publication(&src.pool, &m.publication, m.start_key, m.end_key).await?;
         repl::ensure_slot(&src.pool, &m.slot).await?;
         let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM ranges WHERE id = $1")
@@ -164,16 +167,8 @@ impl Engine {
             verify::full_pass(&src.pool, &dst.pool, m.start_key, m.end_key, passes, delay).await?;
         for _ in 0..self.config.delta_passes_max {
             self.check_abort(m.id).await?;
-            let changed = verify::delta_pass(
-                &src.pool,
-                &dst.pool,
-                m.start_key,
-                m.end_key,
-                &mut report,
-                passes,
-                delay,
-            )
-            .await?;
+            let changed =
+                verify::delta_pass(&src.pool, &dst.pool, m.id, &mut report, passes, delay).await?;
             if changed <= self.config.delta_settle_rows {
                 break;
             }
@@ -269,7 +264,7 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
-        let source_side = verify::frozen_source(&src.pool, m.start_key, m.end_key, report);
+        let source_side = verify::frozen_source(&src.pool, m.id, m.start_key, m.end_key, report);
         let (marker_wait, frozen) = tokio::try_join!(wait, source_side)?;
         // (4) counts, ledger sums, balances and rows changed since the last pass
         let t_check = Instant::now();

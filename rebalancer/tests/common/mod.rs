@@ -30,6 +30,13 @@ pub async fn assert_no_move_objects(c: &Cluster) {
             .await
             .unwrap();
         assert_eq!(n, 0, "leftover replication slots on {id}");
+        let logs = shardline_rebalancer::repl::list_change_logs(p)
+            .await
+            .unwrap();
+        assert!(
+            logs.is_empty(),
+            "leftover move change logs on {id}: {logs:?}"
+        );
     }
 }
 
