@@ -360,10 +360,40 @@ fn log_triggers(name: &str) -> [String; 2] {
     [format!("{name}_iu"), format!("{name}_d")]
 }
 
+/// Run `sql` (DDL on one table) in its own transaction with a short lock timeout,
+/// retried while the lock is busy: waiting in the lock queue would stall every
+/// writer of the table behind it, and one table per transaction cannot deadlock
+/// with writers that hold locks on several.
+async fn table_ddl(pool: &PgPool, sql: &str) -> Result<()> {
+    let wrapped = format!("BEGIN; SET LOCAL lock_timeout = '200ms'; {sql}; COMMIT;");
+    let mut delay = Duration::from_millis(20);
+    for attempt in 0.. {
+        match sqlx::raw_sql(AssertSqlSafe(wrapped.clone()))
+            .execute(pool)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if attempt < 50
+                    && e.as_database_error()
+                        .and_then(|d| d.code())
+                        .is_some_and(|c| c == "55P03" || c == "40P01") =>
+            {
+                tracing::debug!(error = %e, "table DDL: lock busy, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
 /// Create (or replace) the move's change-log triggers on every moved table of the
 /// source: rows of `[start, end)` written from now on are recorded in
-/// `move_changes` with the writer's transaction id. One transaction; it waits for
-/// in-flight writers of the tables (as any trigger DDL does).
+/// `move_changes` with the writer's transaction id. One table at a time: the DDL
+/// waits for the table's in-flight writers, so every write it does not log
+/// belongs to a transaction that committed before the trigger existed.
 pub async fn ensure_change_log(
     pool: &PgPool,
     name: &str,
@@ -371,7 +401,6 @@ pub async fn ensure_change_log(
     start: i64,
     end: i64,
 ) -> Result<()> {
-    let mut sql = String::from("BEGIN;\n");
     let [iu, d] = log_triggers(name);
     for (t, pk) in TABLES {
         let pk = pk.replace(' ', "");
@@ -380,38 +409,42 @@ pub async fn ensure_change_log(
             quote_literal(&move_id.to_string()),
             quote_literal(&pk)
         );
-        sql.push_str(&format!(
-            "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE ON {t} FOR EACH ROW
-               WHEN (NEW.shard_key >= {start} AND NEW.shard_key < {end})
-               EXECUTE FUNCTION shardline_move_log({args});
-             CREATE OR REPLACE TRIGGER {} AFTER DELETE ON {t} FOR EACH ROW
-               WHEN (OLD.shard_key >= {start} AND OLD.shard_key < {end})
-               EXECUTE FUNCTION shardline_move_log({args});\n",
-            quote_ident(&iu),
-            quote_ident(&d)
-        ));
+        table_ddl(
+            pool,
+            &format!(
+                "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE ON {t} FOR EACH ROW
+                   WHEN (NEW.shard_key >= {start} AND NEW.shard_key < {end})
+                   EXECUTE FUNCTION shardline_move_log({args});
+                 CREATE OR REPLACE TRIGGER {} AFTER DELETE ON {t} FOR EACH ROW
+                   WHEN (OLD.shard_key >= {start} AND OLD.shard_key < {end})
+                   EXECUTE FUNCTION shardline_move_log({args})",
+                quote_ident(&iu),
+                quote_ident(&d)
+            ),
+        )
+        .await?;
     }
-    sql.push_str("COMMIT;");
-    sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
     Ok(())
 }
 
-/// Drop the move's change-log triggers and its logged rows.
+/// Drop the move's change-log triggers (a table at a time) and its logged rows.
 pub async fn drop_change_log(pool: &PgPool, name: &str, move_id: uuid::Uuid) -> Result<()> {
-    let mut sql = String::from("BEGIN;\n");
-    for trig in log_triggers(name) {
-        for (t, _) in TABLES {
-            sql.push_str(&format!(
-                "DROP TRIGGER IF EXISTS {} ON {t};\n",
-                quote_ident(&trig)
-            ));
-        }
+    let [iu, d] = log_triggers(name);
+    for (t, _) in TABLES {
+        table_ddl(
+            pool,
+            &format!(
+                "DROP TRIGGER IF EXISTS {} ON {t}; DROP TRIGGER IF EXISTS {} ON {t}",
+                quote_ident(&iu),
+                quote_ident(&d)
+            ),
+        )
+        .await?;
     }
-    sql.push_str(&format!(
-        "DELETE FROM move_changes WHERE move_id = {};\nCOMMIT;",
-        quote_literal(&move_id.to_string())
-    ));
-    sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+    sqlx::query("DELETE FROM move_changes WHERE move_id = $1")
+        .bind(move_id)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
