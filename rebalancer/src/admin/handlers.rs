@@ -12,10 +12,11 @@ use shardline_core::MerchantId;
 use shardline_router::AppError;
 use uuid::Uuid;
 
-use super::views::{MOVE_VIEW_COLUMNS, MoveEventView, MoveView, RangeView, ShardView};
+use super::views::{MOVE_VIEW_COLUMNS, MoveEventView, MoveView, ShardView};
 use super::{Admin, AdminState, ApiError};
 use crate::engine::{Subject, plan_move, request_abort};
 use crate::ops;
+use shardline_core::catalog::RangeRow;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -71,9 +72,9 @@ pub async fn ranges(
     _: Admin,
     State(s): State<AdminState>,
     q: Result<Query<RangesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Vec<RangeView>>> {
+) -> ApiResult<Json<Vec<RangeRow>>> {
     let Query(q) = q.map_err(|r| AppError::bad_request("invalid_query", r.body_text()))?;
-    let rows = sqlx::query_as::<_, RangeView>(
+    let rows = sqlx::query_as::<_, RangeRow>(
         "SELECT id, start_key, end_key, shard_id, epoch, state FROM ranges
           WHERE $1::text IS NULL OR shard_id = $1 ORDER BY start_key",
     )
@@ -83,8 +84,8 @@ pub async fn ranges(
     Ok(Json(rows))
 }
 
-async fn range_view(s: &AdminState, id: i64) -> ApiResult<RangeView> {
-    sqlx::query_as::<_, RangeView>(
+async fn range_view(s: &AdminState, id: i64) -> ApiResult<RangeRow> {
+    sqlx::query_as::<_, RangeRow>(
         "SELECT id, start_key, end_key, shard_id, epoch, state FROM ranges WHERE id = $1",
     )
     .bind(id)

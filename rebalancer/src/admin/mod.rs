@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use shardline_router::AppError;
-use shardline_router::auth::{Auth, Principal};
+use shardline_router::auth::{Auth, Principal, bearer_token};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +29,7 @@ use crate::model::Error;
 mod handlers;
 mod views;
 
-pub use views::{MoveEventView, MoveView, RangeView, ShardView};
+pub use views::{MoveEventView, MoveView, ShardView};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8070";
@@ -60,15 +59,7 @@ impl FromRequestParts<AdminState> for Admin {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, AppError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .ok_or_else(|| AppError::unauthorized("expected Authorization: Bearer <admin key>"))?;
+        let token = bearer_token(&parts.headers)?;
         match state.auth.verify(token).await? {
             Principal::Admin => Ok(Admin),
             Principal::Payments(_) => Err(AppError::forbidden(

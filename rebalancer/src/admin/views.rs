@@ -17,17 +17,6 @@ pub struct ShardView {
     pub moves_out: i64,
 }
 
-/// A catalog range.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-pub struct RangeView {
-    pub id: i64,
-    pub start_key: i64,
-    pub end_key: i64,
-    pub shard_id: String,
-    pub epoch: i64,
-    pub state: String,
-}
-
 /// A move with its phase timings (milliseconds per phase, e.g. `copy_ms`,
 /// `pause_ms`) and, for one move, its events.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]

@@ -143,23 +143,26 @@ fn invalid_key() -> AppError {
     AppError::unauthorized("the API key is unknown, malformed or revoked")
 }
 
+/// The token of an `Authorization: Bearer <api key>` header (401 otherwise).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| AppError::unauthorized("missing Authorization: Bearer <api key>"))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .ok_or_else(|| AppError::unauthorized("expected Authorization: Bearer <api key>"))
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| AppError::unauthorized("missing Authorization: Bearer <api key>"))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .ok_or_else(|| AppError::unauthorized("expected Authorization: Bearer <api key>"))?;
-        state.auth.verify(token).await
+        state.auth.verify(bearer_token(&parts.headers)?).await
     }
 }
 

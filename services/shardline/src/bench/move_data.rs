@@ -6,17 +6,14 @@ use std::time::Instant;
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use shardline_core::{MerchantId, shard_key};
+use shardline_rebalancer::repl::TABLES;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-const TABLES: [&str; 6] = [
-    "merchants",
-    "payments",
-    "refunds",
-    "ledger_entries",
-    "balances",
-    "idempotency_keys",
-];
+/// The tables a move carries (names only).
+fn tables() -> impl Iterator<Item = &'static str> {
+    TABLES.iter().map(|(t, _)| *t)
+}
 
 /// Bulk rows for the moving range's merchants, straight into their shard: payments
 /// with balanced journals, then balances recomputed from the ledger.
@@ -62,8 +59,7 @@ pub async fn seed(shard: &PgPool, merchants: &[MerchantId], per_range: u32) -> a
 
 /// Bytes of the range's rows (as stored), all data tables.
 pub async fn range_bytes(shard: &PgPool, start: i64, end: i64) -> anyhow::Result<i64> {
-    let sum = TABLES
-        .iter()
+    let sum = tables()
         .map(|t| {
             format!(
                 "(SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM {t} t
@@ -109,7 +105,7 @@ pub async fn plain_copy(src_url: &str, dst_url: &str, start: i64, end: i64) -> a
         .connect(&scratch_url)
         .await?;
     shardline_core::migrations::run(&scratch, shardline_core::migrations::Schema::Shard).await?;
-    for t in TABLES {
+    for t in tables() {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER TABLE {t} DISABLE TRIGGER ALL"
         )))
@@ -122,7 +118,7 @@ pub async fn plain_copy(src_url: &str, dst_url: &str, start: i64, end: i64) -> a
     let (dst, c2) = tokio_postgres::connect(&scratch_url, tokio_postgres::NoTls).await?;
     tokio::spawn(c2);
     let t0 = Instant::now();
-    for t in TABLES {
+    for t in tables() {
         let out = src
             .copy_out(&format!(
                 "COPY (SELECT * FROM {t} WHERE shard_key >= {start} AND shard_key < {end}) TO STDOUT"
