@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shardline_core::MerchantId;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{ConnectOptions, PgConnection, PgPool};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -177,10 +177,15 @@ impl Engine {
             .fetch_optional(&self.catalog)
             .await?
             .ok_or_else(|| Error::UnknownShard(id.to_owned()))?;
+        // Verification scans whole ranges on purpose: only statements slower than
+        // a minute are worth a warning (sqlx's default is one second).
+        let options = dsn
+            .parse::<sqlx::postgres::PgConnectOptions>()?
+            .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(60));
         let pool = PgPoolOptions::new()
             .max_connections(self.config.shard_pool_size)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy(&dsn)?;
+            .connect_lazy_with(options);
         let conn = ShardConn { pool, dsn };
         shards.insert(id.to_owned(), conn.clone());
         Ok(conn)
