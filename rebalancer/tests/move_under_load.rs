@@ -10,19 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Router, assert_ledger_consistent, assert_no_move_objects, range_rows};
+use common::{
+    Acked, Cluster, Router, assert_ledger_consistent, assert_no_move_objects, range_rows,
+};
 use serde_json::json;
 use shardline_rebalancer::{Engine, MoveState, Subject};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-
-/// An acknowledged payment and what the client was told about it.
-#[derive(Debug, Clone)]
-struct Acked {
-    merchant: String,
-    captured: bool,
-    refunds: u32,
-}
 
 const CLIENTS: usize = 6;
 const SEED_PAYMENTS: usize = 2000;
@@ -180,43 +174,7 @@ async fn range_moves_under_concurrent_payment_traffic() {
 
     // Every acknowledged payment exists exactly once on the new owner, as acked.
     let acked = acked.lock().await.clone();
-    let dst = c.shard(&target);
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT p.payment_id::text, p.merchant_id::text, p.status,
-                (SELECT count(*) FROM refunds f WHERE f.shard_key = p.shard_key
-                    AND f.merchant_id = p.merchant_id AND f.payment_id = p.payment_id)
-           FROM payments p WHERE p.shard_key >= $1 AND p.shard_key < $2",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(dst)
-    .await
-    .unwrap();
-    let mut seen: HashMap<String, (String, String, i64)> = HashMap::new();
-    for (pid, m, status, refunds) in rows {
-        assert!(
-            seen.insert(pid.clone(), (m, status, refunds)).is_none(),
-            "duplicate {pid}"
-        );
-    }
-    assert_eq!(
-        seen.len(),
-        acked.len(),
-        "payments on the target vs acknowledged"
-    );
-    for (pid, a) in &acked {
-        let (m, status, refunds) = seen
-            .get(pid)
-            .unwrap_or_else(|| panic!("lost payment {pid}"));
-        assert_eq!(m, &a.merchant);
-        assert_eq!(*refunds, i64::from(a.refunds), "refunds of {pid}");
-        let want = match (a.captured, a.refunds) {
-            (false, _) => "authorized",
-            (true, 0) => "captured",
-            (true, _) => "partially_refunded",
-        };
-        assert_eq!(status, want, "status of {pid}");
-    }
+    common::assert_payments_as_acked(c.shard(&target), start, end, &acked, &target).await;
     eprintln!("{} acknowledged payments verified on {target}", acked.len());
     assert_ledger_consistent(&c).await;
     assert_no_move_objects(&c).await;

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Gate, Router, assert_ledger_consistent, assert_no_move_objects, range_rows};
+use common::{
+    Acked, Cluster, Gate, Router, assert_ledger_consistent, assert_no_move_objects, range_rows,
+};
 use fail::FailScenario;
 use serde_json::json;
 use shardline_rebalancer::{MoveState, Subject, plan_move};
@@ -25,14 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 const CLIENTS: usize = 4;
 const SEED_FLOWS: usize = 200;
-
-/// What a client was told about a payment.
-#[derive(Debug, Clone)]
-struct Acked {
-    merchant: String,
-    captured: bool,
-    refunds: u32,
-}
 
 type AckMap = Arc<Mutex<HashMap<String, Acked>>>;
 type Errors = Arc<Mutex<Vec<String>>>;
@@ -209,42 +203,7 @@ async fn move_through_fault(fail_point: &'static str, fault: Fault) {
     // Every acknowledged payment exactly once on the owner, as acknowledged; and
     // nothing else (clients retry each request until it is acknowledged).
     let acked = acked.lock().await.clone();
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT p.payment_id::text, p.merchant_id::text, p.status,
-                (SELECT count(*) FROM refunds f WHERE f.shard_key = p.shard_key
-                    AND f.merchant_id = p.merchant_id AND f.payment_id = p.payment_id)
-           FROM payments p WHERE p.shard_key >= $1 AND p.shard_key < $2",
-    )
-    .bind(start)
-    .bind(end)
-    .fetch_all(c.shard(&owner))
-    .await
-    .unwrap();
-    let mut seen: HashMap<String, (String, String, i64)> = HashMap::new();
-    for (pid, m, status, refunds) in rows {
-        assert!(
-            seen.insert(pid.clone(), (m, status, refunds)).is_none(),
-            "duplicate {pid}"
-        );
-    }
-    for (pid, a) in &acked {
-        let (m, status, refunds) = seen
-            .get(pid)
-            .unwrap_or_else(|| panic!("lost payment {pid}"));
-        assert_eq!(m, &a.merchant);
-        assert_eq!(*refunds, i64::from(a.refunds), "refunds of {pid}");
-        let want = match (a.captured, a.refunds) {
-            (false, _) => "authorized",
-            (true, 0) => "captured",
-            (true, _) => "partially_refunded",
-        };
-        assert_eq!(status, want, "status of {pid}");
-    }
-    assert_eq!(
-        seen.len(),
-        acked.len(),
-        "payments on {owner} vs acknowledged"
-    );
+    common::assert_payments_as_acked(c.shard(&owner), start, end, &acked, &owner).await;
     assert_ledger_consistent(&c).await;
     assert_no_move_objects(&c).await;
     // the owner takes writes

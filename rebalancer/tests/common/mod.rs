@@ -5,6 +5,8 @@
 
 pub use shardline_testkit::*;
 
+use std::collections::HashMap;
+
 use sqlx::PgPool;
 
 /// Rows of `[start, end)` on a shard, all data tables.
@@ -108,5 +110,61 @@ impl Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// What a client was told about a payment it created.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub merchant: String,
+    pub captured: bool,
+    pub refunds: u32,
+}
+
+/// Every acknowledged payment exists exactly once among the payments of
+/// `[start, end)` on `p`, as acknowledged (merchant, status, refund count), and
+/// nothing else does.
+pub async fn assert_payments_as_acked(
+    p: &PgPool,
+    start: i64,
+    end: i64,
+    acked: &HashMap<String, Acked>,
+    owner: &str,
+) {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT p.payment_id::text, p.merchant_id::text, p.status,
+                (SELECT count(*) FROM refunds f WHERE f.shard_key = p.shard_key
+                    AND f.merchant_id = p.merchant_id AND f.payment_id = p.payment_id)
+           FROM payments p WHERE p.shard_key >= $1 AND p.shard_key < $2",
+    )
+    .bind(start)
+    .bind(end)
+    .fetch_all(p)
+    .await
+    .unwrap();
+    let mut seen: HashMap<String, (String, String, i64)> = HashMap::new();
+    for (pid, m, status, refunds) in rows {
+        assert!(
+            seen.insert(pid.clone(), (m, status, refunds)).is_none(),
+            "duplicate {pid}"
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        acked.len(),
+        "payments on {owner} vs acknowledged"
+    );
+    for (pid, a) in acked {
+        let (m, status, refunds) = seen
+            .get(pid)
+            .unwrap_or_else(|| panic!("lost payment {pid}"));
+        assert_eq!(m, &a.merchant);
+        assert_eq!(*refunds, i64::from(a.refunds), "refunds of {pid}");
+        let want = match (a.captured, a.refunds) {
+            (false, _) => "authorized",
+            (true, 0) => "captured",
+            (true, _) => "partially_refunded",
+        };
+        assert_eq!(status, want, "status of {pid}");
     }
 }
