@@ -2,7 +2,7 @@
 //! catalog; the leader engine acts on moves.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,12 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
         .into()),
         Err(r) => Err(AppError::bad_request("invalid_body", r.body_text()).into()),
     }
+}
+
+/// A query string whose rejection is a problem (400 `invalid_query`).
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v)
+        .map_err(|r| AppError::bad_request("invalid_query", r.body_text()).into())
 }
 
 fn parse_merchant(s: &str) -> ApiResult<MerchantId> {
@@ -71,9 +77,9 @@ pub struct RangesQuery {
 pub async fn ranges(
     _: Admin,
     State(s): State<AdminState>,
-    q: Result<Query<RangesQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<RangesQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<RangeRow>>> {
-    let Query(q) = q.map_err(|r| AppError::bad_request("invalid_query", r.body_text()))?;
+    let q = query(q)?;
     let rows = sqlx::query_as::<_, RangeRow>(
         "SELECT id, start_key, end_key, shard_id, epoch, state FROM ranges
           WHERE $1::text IS NULL OR shard_id = $1 ORDER BY start_key",
@@ -167,9 +173,9 @@ pub struct MovesQuery {
 pub async fn list_moves(
     _: Admin,
     State(s): State<AdminState>,
-    q: Result<Query<MovesQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<MovesQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<MoveView>>> {
-    let Query(q) = q.map_err(|r| AppError::bad_request("invalid_query", r.body_text()))?;
+    let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::bad_request("invalid_query", "limit must be 1-1000").into());
