@@ -298,6 +298,52 @@ async fn a_writer_waiting_across_a_split_rechecks_its_range() {
 }
 
 #[tokio::test]
+async fn ledger_entries_are_fenced_at_commit_per_key_of_a_journal() {
+    let db = shard().await;
+    let c = db.client().await;
+    let m = Uuid::now_v7();
+    let ledger = |k: i64, j: Uuid| {
+        format!(
+            "INSERT INTO ledger_entries (shard_key, merchant_id, journal_id, line, account, currency, amount, kind) VALUES
+             ({k}, '{m}', '{j}', 0, 'authorized', 'USD', 5, 'authorize'),
+             ({k}, '{m}', '{j}', 1, 'processor_hold', 'USD', -5, 'authorize')"
+        )
+    };
+    // Ledger rows alone (no payment checked the key first): the deferred balance
+    // trigger fences them at COMMIT.
+    for (key, code) in [(5000, fence::NOT_OWNED), (1500, fence::RANGE_FROZEN)] {
+        c.batch_execute("BEGIN").await.unwrap();
+        c.batch_execute(&ledger(key, Uuid::now_v7()))
+            .await
+            .expect("fenced at commit, not at insert");
+        let err = c.batch_execute("COMMIT").await.expect_err("fenced");
+        assert_eq!(sqlstate(&err), code, "key {key}: {err}");
+    }
+    // One journal spread over an owned and an unowned key: the owned key's
+    // payment does not vouch for the other key.
+    let j = Uuid::now_v7();
+    c.batch_execute("BEGIN").await.unwrap();
+    c.batch_execute(&format!(
+        "INSERT INTO payments (shard_key, merchant_id, payment_id, currency, amount, status) VALUES (10, '{m}', '{}', 'USD', 10, 'authorized')",
+        Uuid::now_v7()
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(&ledger(10, j)).await.unwrap();
+    c.batch_execute(&ledger(5000, j)).await.unwrap();
+    let err = c.batch_execute("COMMIT").await.expect_err("fenced");
+    assert_eq!(sqlstate(&err), fence::NOT_OWNED, "{err}");
+    // Nothing of it landed; the owned key alone commits.
+    c.batch_execute(&ledger(10, Uuid::now_v7())).await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ledger_entries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
 async fn unbalanced_ledger_journals_are_rejected_at_commit() {
     let db = shard().await;
     let c = db.client().await;
