@@ -1,7 +1,18 @@
-//! `shardline loadtest`: production-shaped load against a running system, fault
-//! injection, and the verifier that decides whether a run kept every invariant.
+//! `shardline loadtest`: production-shaped open-loop load against a running
+//! system, and the verifier that decides whether a run kept every invariant
+//! (docs/loadtest.md).
 //!
-//! Built so far: the end-of-run [`verify`]er (docs/loadtest.md). The workload,
-//! scenarios and reports are issue 8's remaining work.
+//! Built: scenarios ([`scenario`], presets in `scenarios/`), the open-loop
+//! [`run`]ner with HDR latency histograms, the [`workload`] (onboarding,
+//! authorize, capture, partial refunds, voids, router and edge reads, Zipf
+//! merchant popularity, deliberate idempotent retries), the JSON report, and the
+//! end-of-run [`verify`]er. Fault injection, the HTML report and baseline
+//! comparison are not built yet.
 
+pub mod http;
+pub mod run;
+pub mod scenario;
+pub mod stats;
 pub mod verify;
+pub mod workload;
+pub mod zipf;

@@ -124,7 +124,9 @@ fn payment(acked: &[Write]) -> Write {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_run_passes() {
     let r = run().await;
-    let report = verify::verify(&target(&r.cluster), &r.acked, &[]).await.unwrap();
+    let report = verify::verify(&target(&r.cluster), &r.acked, &[])
+        .await
+        .unwrap();
     assert!(report.passed(), "{:#?}", report.violations);
     assert_eq!(report.checked.acked, r.acked.len());
     assert_eq!(report.checked.rows_by_table["payments"], 8);
@@ -142,7 +144,9 @@ async fn a_lost_row_is_reported() {
     };
     let (owner, _, _) = owner_and_other(&r.cluster, &w).await;
     plant(owner, "DELETE FROM payments WHERE payment_id = $1", p).await;
-    let report = verify::verify(&target(&r.cluster), &r.acked, &[]).await.unwrap();
+    let report = verify::verify(&target(&r.cluster), &r.acked, &[])
+        .await
+        .unwrap();
     assert_eq!(report.violations.len(), 1, "{:#?}", report.violations);
     assert!(
         matches!(&report.violations[0], Violation::Lost { write, .. } if *write == w),
@@ -176,7 +180,9 @@ async fn a_duplicate_on_another_shard_is_reported() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let report = verify::verify(&target(&r.cluster), &r.acked, &[]).await.unwrap();
+    let report = verify::verify(&target(&r.cluster), &r.acked, &[])
+        .await
+        .unwrap();
     assert!(
         report
             .violations
@@ -199,13 +205,12 @@ async fn an_unbalanced_ledger_is_reported() {
     let r = run().await;
     let w = payment(&r.acked);
     let (owner, _, _) = owner_and_other(&r.cluster, &w).await;
-    let (sk, m): (i64, Uuid) = sqlx::query_as(
-        "SELECT shard_key, merchant_id FROM merchants WHERE merchant_id = $1",
-    )
-    .bind(w.merchant().as_uuid())
-    .fetch_one(owner)
-    .await
-    .unwrap();
+    let (sk, m): (i64, Uuid) =
+        sqlx::query_as("SELECT shard_key, merchant_id FROM merchants WHERE merchant_id = $1")
+            .bind(w.merchant().as_uuid())
+            .fetch_one(owner)
+            .await
+            .unwrap();
     let journal = Uuid::now_v7();
     plant(
         owner,
@@ -216,7 +221,9 @@ async fn an_unbalanced_ledger_is_reported() {
         journal,
     )
     .await;
-    let report = verify::verify(&target(&r.cluster), &r.acked, &[]).await.unwrap();
+    let report = verify::verify(&target(&r.cluster), &r.acked, &[])
+        .await
+        .unwrap();
     assert!(
         report.violations.iter().any(|v| matches!(v,
             Violation::UnbalancedJournal { journal: j, currency, sum, .. }
@@ -251,9 +258,13 @@ async fn an_orphan_slot_is_reported_and_unacked_writes_are_listed_apart() {
         payment: Uuid::now_v7(),
     };
     let landed = payment(&r.acked);
-    let report = verify::verify(&target(&r.cluster), &r.acked, &[never.clone(), landed.clone()])
-        .await
-        .unwrap();
+    let report = verify::verify(
+        &target(&r.cluster),
+        &r.acked,
+        &[never.clone(), landed.clone()],
+    )
+    .await
+    .unwrap();
     assert_eq!(
         report.violations,
         vec![Violation::Orphan {

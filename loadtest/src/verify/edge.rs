@@ -18,7 +18,7 @@ use serde_json::Value;
 use shardline_core::MerchantId;
 use uuid::Uuid;
 
-use super::{Violation, VerifyError, World, Write, db};
+use super::{VerifyError, Violation, World, Write, db};
 
 /// An edge's read API and a key it accepts.
 #[derive(Debug, Clone)]

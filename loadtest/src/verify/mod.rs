@@ -265,7 +265,8 @@ pub async fn verify(
     shards::ledger(&world, &mut checked, &mut violations).await?;
     shards::orphans(&world, &mut violations).await?;
     for e in &target.edges {
-        checked.edge_reads += edge::compare(e, &world, acked, target.edge_wait, &mut violations).await?;
+        checked.edge_reads +=
+            edge::compare(e, &world, acked, target.edge_wait, &mut violations).await?;
     }
     for (_, p) in &world.shards {
         p.close().await;

@@ -7,7 +7,7 @@ use shardline_core::shard_key;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{Checked, UnackedOutcome, Violation, VerifyError, World, Write, db};
+use super::{Checked, UnackedOutcome, VerifyError, Violation, World, Write, db};
 
 /// Data tables (every one carries `shard_key`).
 const TABLES: [&str; 7] = shardline_replicator::TABLES;
@@ -168,11 +168,12 @@ pub(super) async fn ledger(
     violations: &mut Vec<Violation>,
 ) -> Result<(), VerifyError> {
     for (shard, pool) in &world.shards {
-        let (journals,): (i64,) =
-            sqlx::query_as("SELECT count(DISTINCT (shard_key, journal_id))::int8 FROM ledger_entries")
-                .fetch_one(pool)
-                .await
-                .map_err(db(format!("count journals on {shard}")))?;
+        let (journals,): (i64,) = sqlx::query_as(
+            "SELECT count(DISTINCT (shard_key, journal_id))::int8 FROM ledger_entries",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(db(format!("count journals on {shard}")))?;
         checked.journals += journals;
         let bad: Vec<(Uuid, String, String)> = sqlx::query_as(
             "SELECT journal_id, currency::text, sum(amount)::text FROM ledger_entries
