@@ -15,6 +15,7 @@ pub mod admin;
 mod engine;
 mod model;
 pub mod ops;
+pub mod policy;
 pub mod repl;
 pub mod verify;
 
