@@ -25,7 +25,9 @@ pub struct PolicyConfig {
     /// interval; rates are per second over it. Default 60 s (six router flushes).
     #[serde(with = "secs")]
     pub interval: Duration,
-    /// How many complete intervals of history the load model reads. Default 30.
+    /// How many complete intervals of history the load model reads; a shard
+    /// must also be hot on average over this window to count as sustained
+    /// (filters oscillating load). Default 60 (one hour).
     pub history_intervals: u32,
     /// EWMA weight of the newest interval (0 < alpha <= 1). Default 0.3.
     pub ewma_alpha: f64,
@@ -82,7 +84,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             interval: Duration::from_secs(60),
-            history_intervals: 30,
+            history_intervals: 60,
             ewma_alpha: 0.3,
             sustained_intervals: 3,
             tolerance: 0.10,

@@ -160,6 +160,10 @@ pub struct Inputs {
     /// Consecutive newest intervals the shard was above the threshold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intervals_hot: Option<u32>,
+    /// The shard's mean load over the whole window and the hot threshold of
+    /// the cluster's mean over it (the check against oscillating load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_load: Option<(f64, f64)>,
     /// Smoothed load of what would move.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate_load: Option<f64>,

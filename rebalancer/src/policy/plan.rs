@@ -26,7 +26,10 @@ struct Candidate {
     bytes: u64,
     share: Option<f64>,
     target: ShardId,
+    /// Cluster maximum after the move.
     predicted_max: f64,
+    /// max(source, target) after the move.
+    pair_max: f64,
     predicted_target: f64,
 }
 
@@ -363,6 +366,21 @@ impl<'a> Planner<'a> {
         count
     }
 
+    /// The shard's mean load over the whole history window and the hot
+    /// threshold computed from the cluster's mean over the same window.
+    fn window_load(&self, shard: &ShardId) -> (f64, f64) {
+        let n = f64::from(self.model.intervals.max(1));
+        let mut total = 0.0;
+        for u in &self.model.units {
+            if self.active.contains(&u.shard) || self.draining.contains(&u.shard) {
+                total += u.series.iter().sum::<f64>();
+            }
+        }
+        let mean = total / n / self.active.len().max(1) as f64;
+        let long = self.model.shard_series(shard).iter().sum::<f64>() / n;
+        (long, self.threshold(mean))
+    }
+
     fn balance(&mut self) {
         let n = self.config.sustained_intervals;
         if self.model.intervals < n {
@@ -434,6 +452,15 @@ impl<'a> Planner<'a> {
                     self.push(None, false, Reason::NotSustained, format!("shard {shard} at {load:.1}/s is above the threshold {threshold:.1}/s but only for the last {run} intervals; sustained_intervals = {n}"), inputs);
                     continue;
                 }
+                let (long, long_threshold) = self.window_load(&shard);
+                if long <= long_threshold {
+                    let mut inputs = self.base_inputs();
+                    inputs.shard = Some(shard.clone());
+                    inputs.intervals_hot = Some(run);
+                    inputs.window_load = Some((long, long_threshold));
+                    self.push(None, false, Reason::NotSustained, format!("shard {shard} is hot for the last {run} intervals, but its average over {} intervals ({long:.1}/s) is within tolerance of the cluster's (threshold {long_threshold:.1}/s): oscillating load, not sustained imbalance", self.model.intervals), inputs);
+                    continue;
+                }
                 match self.relieve(&shard, run) {
                     Relief::Taken => {
                         progressed = true;
@@ -488,7 +515,8 @@ impl<'a> Planner<'a> {
                         .filter(|s| *s != src && *s != t)
                         .map(|s| loads.get(s).copied().unwrap_or(0.0))
                         .fold(0.0, f64::max);
-                    let predicted_max = others.max(tl).max(src_load - load);
+                    let pair_max = tl.max(src_load - load);
+                    let predicted_max = others.max(pair_max);
                     let c = Candidate {
                         unit: i,
                         merchant,
@@ -497,14 +525,16 @@ impl<'a> Planner<'a> {
                         share,
                         target: t.clone(),
                         predicted_max,
+                        pair_max,
                         predicted_target: tl,
                     };
-                    if predicted_max <= old_max * (1.0 - self.config.min_improvement) {
-                        improving.push(c);
-                    } else if best_other
-                        .as_ref()
-                        .is_none_or(|b| c.predicted_max < b.predicted_max)
+                    // The pair must improve (the source is relieved without the
+                    // target becoming as hot) and the cluster maximum must not grow.
+                    if pair_max <= src_load * (1.0 - self.config.min_improvement)
+                        && predicted_max <= old_max
                     {
+                        improving.push(c);
+                    } else if best_other.as_ref().is_none_or(|b| c.pair_max < b.pair_max) {
                         best_other = Some(c);
                     }
                 }
@@ -518,7 +548,9 @@ impl<'a> Planner<'a> {
             b.merchant
                 .is_some()
                 .cmp(&a.merchant.is_some())
+                .then(a.pair_max.total_cmp(&b.pair_max))
                 .then(a.predicted_max.total_cmp(&b.predicted_max))
+                .then(a.predicted_target.total_cmp(&b.predicted_target))
                 .then(a.bytes.cmp(&b.bytes))
                 .then(units[a.unit].keys.cmp(&units[b.unit].keys))
                 .then(a.target.cmp(&b.target))
@@ -576,12 +608,12 @@ impl<'a> Planner<'a> {
                 };
                 let text = match &best {
                     Some(c) => format!(
-                        "shard {src} is hot for {run} intervals, but the best move ({:.1}/s to {}) would leave the maximum at {:.1}/s, not {:.0}% below the current {:.1}/s (min_improvement)",
+                        "shard {src} is hot for {run} intervals, but the best move ({:.1}/s to {}) would leave the larger of the two at {:.1}/s, not {:.0}% below the source's {:.1}/s (min_improvement), or would raise the cluster maximum",
                         c.load,
                         c.target,
-                        c.predicted_max,
+                        c.pair_max,
                         self.config.min_improvement * 100.0,
-                        inputs.max_load
+                        inputs.shard_loads.get(src).copied().unwrap_or(0.0)
                     ),
                     None => {
                         format!("shard {src} is hot for {run} intervals, but has no movable range")

@@ -357,6 +357,11 @@ impl Sim {
             },
             finishes_at_tick: self.tick + self.move_intervals,
         });
+        let max = usize::try_from(self.config.max_concurrent_moves).unwrap_or(usize::MAX);
+        assert!(
+            self.in_flight.len() <= max,
+            "sim: more than {max} moves in flight after {d}"
+        );
     }
 
     /// One interval: finish due moves, record the interval's load, decide at its
@@ -399,9 +404,16 @@ impl Sim {
             .collect()
     }
 
-    /// max / mean of the shards' actual load at `tick` over active shards.
+    /// max / mean of the load the shards actually served in interval `tick`
+    /// (max over shards active now; 1 when idle or not simulated yet).
     pub fn spread(&self, tick: u64) -> f64 {
-        let loads = self.loads_now(tick);
+        let Some(loads) = usize::try_from(tick)
+            .ok()
+            .and_then(|t| self.trace.get(t))
+            .map(|t| &t.loads)
+        else {
+            return 1.0;
+        };
         let active: Vec<f64> = self
             .shards
             .iter()
