@@ -150,11 +150,11 @@ impl PolicyConfig {
         if self.sustained_intervals == 0 {
             return Err(bad("sustained_intervals", 0, "must be at least 1"));
         }
-        if self.history_intervals < self.sustained_intervals || self.history_intervals > 10_000 {
+        if self.history_intervals < self.sustained_intervals || self.history_intervals > 1440 {
             return Err(bad(
                 "history_intervals",
                 self.history_intervals,
-                "must be >= sustained_intervals and <= 10000",
+                "must be >= sustained_intervals and <= 1440 (a day of minutes)",
             ));
         }
         fraction("ewma_alpha", self.ewma_alpha, false)?;

@@ -23,6 +23,7 @@
 
 mod config;
 mod decision;
+mod drain_merge;
 mod input;
 mod model;
 mod plan;
