@@ -10,11 +10,16 @@
 //! target); verification is money-aware and gates the flip; cutover fences the
 //! source, proves the target applied everything with a marker row, and flips the
 //! catalog and activates the target. See docs/moves.md.
+//!
+//! [`policy`] is the autonomous policy: a pure function from load history, the
+//! range map and moves in flight to decisions (docs/rebalancer.md). The loop
+//! that runs it against the catalog is not built yet.
 
 pub mod admin;
 mod engine;
 mod model;
 pub mod ops;
+pub mod policy;
 pub mod repl;
 pub mod verify;
 
