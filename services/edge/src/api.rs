@@ -423,11 +423,30 @@ async fn status(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
             "samples": n,
         })
     });
+    let shared = st.shared.clone();
+    let ranges = tokio::task::spawn_blocking(move || shared.store.ranges())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let ranges: Vec<Json_> = ranges
+        .iter()
+        .map(|r| {
+            json!({
+                "range_id": r.range_id,
+                "start_key": r.start_key,
+                "end_key": r.end_key,
+                "owner": r.owner,
+                "epoch": r.epoch,
+                "owner_since_lsn": format_lsn(r.owner_since_lsn),
+                "released": r.released.iter().map(|(s, l)| (s.clone(), format_lsn(*l))).collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
     Ok(ok_json(json!({
         "edge": st.shared.name,
         "shards": shards,
         "staleness_ms": st.staleness_ms(),
         "commit_to_apply": lag,
+        "ranges": ranges,
     })))
 }
 

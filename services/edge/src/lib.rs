@@ -4,6 +4,7 @@
 //! staleness (`Shardline-Staleness-Ms`) and read-your-writes (`Shardline-Min-Token`).
 //!
 //! * [`store`]: the redb store, version rule and cursors.
+//! * [`ranges`]: range ownership from the move engine's `range_events`.
 //! * [`consume`]: the ordered pull consumer loop.
 //! * [`api`]: the axum read API.
 //! * [`metrics`]: Prometheus series (`GET /metrics`).
@@ -11,6 +12,7 @@
 pub mod api;
 pub mod consume;
 pub mod metrics;
+pub mod ranges;
 pub mod store;
 
 use std::collections::BTreeMap;
