@@ -290,11 +290,31 @@ impl Engine {
                 m.range_id, m.source_shard
             ))
         })?;
+        // Activation and a `moved_in` marker in one target transaction: in the
+        // target's CDC stream the marker precedes every write the target makes to
+        // the range as its owner (edges order the range's rows by it).
+        let mut dtx = dst.pool.begin().await?;
         sqlx::query("UPDATE owned_ranges SET state = 'active', epoch = $2 WHERE id = $1")
             .bind(m.range_id)
             .bind(new_epoch)
-            .execute(&dst.pool)
+            .execute(&mut *dtx)
             .await?;
+        sqlx::query(
+            "INSERT INTO range_events (shard_key, event_id, kind, range_id, start_key, end_key,
+                                       epoch, move_id, source_shard, target_shard)
+             VALUES ($1, $2, 'moved_in', $3, $1, $4, $5, $6, $7, $8)",
+        )
+        .bind(m.start_key)
+        .bind(Uuid::now_v7())
+        .bind(m.range_id)
+        .bind(m.end_key)
+        .bind(new_epoch)
+        .bind(m.id)
+        .bind(&m.source_shard)
+        .bind(&m.target_shard)
+        .execute(&mut *dtx)
+        .await?;
+        dtx.commit().await?;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let pause = t0.elapsed();
         let phases = json!({

@@ -12,6 +12,7 @@
 //! * [`fence`]: the SQLSTATEs the shard databases raise when a write hits a range
 //!   they do not own.
 //! * [`telemetry`]: tracing initialisation shared by every binary.
+//! * [`prometheus`]: the process-wide Prometheus recorder behind every `/metrics`.
 
 pub mod api_keys;
 pub mod catalog;
@@ -20,6 +21,7 @@ pub mod fence;
 pub mod ids;
 pub mod migrations;
 pub mod money;
+pub mod prometheus;
 pub mod range_map;
 pub mod shard;
 pub mod shard_key;

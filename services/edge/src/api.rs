@@ -229,18 +229,36 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/v1/merchants/{mid}/balance", get(get_balance))
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))
-        .layer(axum::middleware::map_response_with_state(
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             staleness,
         ))
         .with_state(state)
 }
 
-async fn staleness(State(state): State<ApiState>, mut resp: Response) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&state.staleness_ms().to_string()) {
+/// `Shardline-Staleness-Ms` on every response; merchant reads also record it in
+/// the staleness histogram.
+async fn staleness(
+    State(state): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let read = req.uri().path().starts_with("/v1/merchants/");
+    let mut resp = next.run(req).await;
+    let ms = state.staleness_ms();
+    if read {
+        crate::metrics::read_staleness(&state.shared.name, ms);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ms.to_string()) {
         resp.headers_mut().insert(STALENESS_HEADER, v);
     }
     resp
+}
+
+/// `GET /metrics` (Prometheus text; unauthenticated like the router's).
+async fn metrics(State(st): State<ApiState>) -> Response {
+    crate::metrics::render(&st.shared, st.staleness_ms())
 }
 
 fn merchant_id(s: &str) -> Result<MerchantId, ApiError> {
@@ -405,10 +423,30 @@ async fn status(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
             "samples": n,
         })
     });
+    let shared = st.shared.clone();
+    let ranges = tokio::task::spawn_blocking(move || shared.store.ranges())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let ranges: Vec<Json_> = ranges
+        .iter()
+        .map(|r| {
+            json!({
+                "range_id": r.range_id,
+                "start_key": r.start_key,
+                "end_key": r.end_key,
+                "owner": r.owner,
+                "epoch": r.epoch,
+                "owner_since_lsn": format_lsn(r.owner_since_lsn),
+                "released": r.released.iter().map(|(s, l)| (s.clone(), format_lsn(*l))).collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        })
+        .collect();
     Ok(ok_json(json!({
+        "edge": st.shared.name,
         "shards": shards,
         "staleness_ms": st.staleness_ms(),
         "commit_to_apply": lag,
+        "ranges": ranges,
     })))
 }
 

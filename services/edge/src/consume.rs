@@ -128,6 +128,7 @@ async fn session(
             (a, (txn.shard, c))
         })
         .map_err(|e| e.to_string())?;
+        crate::metrics::consumed(&shared.name, &cursor.0, &applied, &cursor.1);
         if let Applied::Applied { .. } = applied {
             let (shard, c) = cursor;
             shared.record_lag(c.applied_at_micros - c.commit_time_micros);

@@ -4,11 +4,15 @@
 //! staleness (`Shardline-Staleness-Ms`) and read-your-writes (`Shardline-Min-Token`).
 //!
 //! * [`store`]: the redb store, version rule and cursors.
+//! * [`ranges`]: range ownership from the move engine's `range_events`.
 //! * [`consume`]: the ordered pull consumer loop.
 //! * [`api`]: the axum read API.
+//! * [`metrics`]: Prometheus series (`GET /metrics`).
 
 pub mod api;
 pub mod consume;
+pub mod metrics;
+pub mod ranges;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -45,6 +49,8 @@ pub enum EdgeError {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Names this edge in metrics (`edge` label) and logs.
+    pub name: String,
     pub listen: SocketAddr,
     pub nats_url: String,
     /// The redb file.
@@ -64,6 +70,7 @@ impl Config {
         catalog_url: impl Into<String>,
     ) -> Self {
         Config {
+            name: "edge".to_owned(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             nats_url: nats_url.into(),
             store_path: store_path.into(),
@@ -77,6 +84,8 @@ impl Config {
 /// State shared by the consumer and the API.
 #[derive(Debug)]
 pub struct Shared {
+    /// [`Config::name`].
+    pub name: String,
     pub store: Store,
     /// Per-shard cursors, updated after each applied transaction (waiters of
     /// `Shardline-Min-Token` watch it).
@@ -136,7 +145,9 @@ impl Edge {
             tokio::task::spawn_blocking(move || Store::open(&path)).await??
         };
         let cursors = store.cursors()?;
+        shardline_core::prometheus::handle();
         let shared = Arc::new(Shared {
+            name: config.name.clone(),
             store,
             cursors: watch::Sender::new(cursors),
             caught_up_at_micros: AtomicI64::new(now_micros()),
@@ -154,7 +165,7 @@ impl Edge {
                 source,
             })?;
         let addr = listener.local_addr().map_err(EdgeError::Serve)?;
-        info!(%addr, "edge listening");
+        info!(%addr, edge = %config.name, "edge listening");
         let serve = {
             let app = app.clone();
             let shutdown = shutdown.clone();

@@ -12,6 +12,8 @@ use shardline_replicator::wire::{Op, Transaction, Value};
 use thiserror::Error;
 use tracing::warn;
 
+use crate::ranges;
+
 const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("rows");
 const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -113,6 +115,8 @@ impl Store {
         w.open_table(ROWS)?;
         w.open_table(CURSORS)?;
         w.open_table(META)?;
+        w.open_table(ranges::RANGES)?;
+        w.open_table(ranges::MARKERS)?;
         w.commit()?;
         Ok(Store { db })
     }
@@ -133,6 +137,12 @@ impl Store {
             out.insert(k.value().to_owned(), serde_json::from_slice(v.value())?);
         }
         Ok(out)
+    }
+
+    /// What this edge knows about range ownership (from `range_events`).
+    pub fn ranges(&self) -> Result<Vec<ranges::RangeOwner>, StoreError> {
+        let r = self.db.begin_read()?;
+        ranges::load(&r.open_table(ranges::RANGES)?)
     }
 
     pub fn get(&self, key: &str) -> Result<Option<StoredRow>, StoreError> {
@@ -174,6 +184,9 @@ impl Store {
             let mut meta = w.open_table(META)?;
             let mut cursors = w.open_table(CURSORS)?;
             let mut rows = w.open_table(ROWS)?;
+            let mut owners = w.open_table(ranges::RANGES)?;
+            let mut markers = w.open_table(ranges::MARKERS)?;
+            let mut known = ranges::load(&owners)?;
             let prev: Option<Cursor> = match cursors.get(txn.shard.as_str())? {
                 Some(v) => Some(serde_json::from_slice(v.value())?),
                 None => None,
@@ -206,19 +219,30 @@ impl Store {
                         warn!(table = %change.table, "change without its primary key ignored");
                         continue;
                     };
+                    if change.table == "range_events"
+                        && ranges::note_event(
+                            &mut owners,
+                            &mut markers,
+                            &txn.shard,
+                            txn.commit_lsn,
+                            stream_seq,
+                            change,
+                        )?
+                    {
+                        known = ranges::load(&owners)?;
+                    }
+                    let range = change
+                        .text("shard_key")
+                        .and_then(|k| k.parse::<i64>().ok())
+                        .and_then(|k| ranges::covering(&known, k));
                     let key = row_key(&change.table, &pk);
                     let existing: Option<StoredRow> = match rows.get(key.as_str())? {
                         Some(v) => Some(serde_json::from_slice(v.value())?),
                         None => None,
                     };
                     let row = next_row(txn, change, existing.as_ref());
-                    let accept = match &existing {
-                        None => true,
-                        // One shard's stream is applied in commit order.
-                        Some(e) if e.shard == txn.shard => true,
-                        // Across shards (a moved range) only a newer version wins.
-                        Some(e) => row.version > e.version,
-                    };
+                    let accept =
+                        ranges::decide(range, &txn.shard, txn.commit_lsn, existing.as_ref(), &row);
                     if accept {
                         rows.insert(key.as_str(), serde_json::to_vec(&row)?.as_slice())?;
                         n += 1;

@@ -9,7 +9,9 @@
 //! * [`wire`]: the versioned binary message format (shared with the edge).
 //! * [`pgoutput`]: the pgoutput (protocol 1) decoder.
 //! * [`setup`]: publication, slot and stream creation/validation.
+//! * [`metrics`]: Prometheus series (publish rate and latency, LSN positions, lag).
 
+pub mod metrics;
 pub mod pgoutput;
 pub mod setup;
 pub mod wire;
@@ -114,6 +116,25 @@ pub struct Stats {
     pub last_published_lsn: AtomicU64,
     pub confirmed_lsn: AtomicU64,
     pub reconnects: AtomicU64,
+    /// The walsender's `wal_end` of the last keepalive received while no
+    /// transaction was open: everything before it has been seen.
+    pub idle_wal_end: AtomicU64,
+    /// The shard's `pg_current_wal_flush_lsn()`, sampled every second.
+    pub source_flush_lsn: AtomicU64,
+}
+
+impl Stats {
+    /// Bytes of WAL flushed on the source that the replicator has not processed
+    /// yet (0 when the flush LSN was never sampled).
+    pub fn lag_bytes(&self) -> u64 {
+        let seen = self
+            .confirmed_lsn
+            .load(Ordering::Relaxed)
+            .max(self.idle_wal_end.load(Ordering::Relaxed));
+        self.source_flush_lsn
+            .load(Ordering::Relaxed)
+            .saturating_sub(seen)
+    }
 }
 
 /// Run until `shutdown`, reconnecting to PostgreSQL and NATS after failures.
@@ -135,6 +156,14 @@ pub async fn run_with_stats(
             .await
             .map_err(|e| ReplicatorError::Nats(e.to_string()))?;
         let js = jetstream::new(nats);
+        let sampler = tokio::spawn(metrics::sample_source_flush(
+            config.dsn.clone(),
+            config.shard.clone(),
+            stats.clone(),
+            Duration::from_secs(1),
+            shutdown.child_token(),
+        ));
+        let _stop_sampler = AbortOnDrop(sampler);
         loop {
             let result = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -146,6 +175,7 @@ pub async fn run_with_stats(
                 Err(e @ ReplicatorError::StreamConfig { .. }) => return Err(e),
                 Err(e) => {
                     stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    metrics::reconnected(&config.shard);
                     warn!(error = %e, "replication session ended; reconnecting");
                 }
             }
@@ -157,6 +187,15 @@ pub async fn run_with_stats(
     }
     .instrument(span)
     .await
+}
+
+/// Aborts a task when dropped (the sampler ends with its replicator).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A transaction being collected between Begin and Commit.
@@ -227,10 +266,12 @@ async fn session(
                 if let Some(origin) = txn.origin {
                     debug!(lsn = %format_lsn(commit_lsn), %origin, "skipping transaction under a replication origin");
                     stats.skipped_origin.fetch_add(1, Ordering::Relaxed);
+                    metrics::skipped(&config.shard, "origin");
                 } else if commit_lsn <= last_published {
                     stats
                         .skipped_already_published
                         .fetch_add(1, Ordering::Relaxed);
+                    metrics::skipped(&config.shard, "already_published");
                 } else if !txn.changes.is_empty() {
                     let msg = Transaction {
                         shard: config.shard.clone(),
@@ -250,8 +291,16 @@ async fn session(
                 stats
                     .confirmed_lsn
                     .store(end_lsn.as_u64(), Ordering::Relaxed);
+                metrics::positions(&config.shard, stats);
             }
-            ReplicationEvent::Message { .. } | ReplicationEvent::KeepAlive { .. } => {}
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                if pending.is_none() {
+                    stats
+                        .idle_wal_end
+                        .fetch_max(wal_end.as_u64(), Ordering::Relaxed);
+                }
+            }
+            ReplicationEvent::Message { .. } => {}
             ReplicationEvent::StoppedAt { .. } => return Ok(()),
         }
     }
@@ -300,6 +349,7 @@ async fn publish(
     let id = format!("{}:{}", config.shard, format_lsn(msg.commit_lsn));
     let subject = config.subject();
     let mut backoff = Duration::from_millis(50);
+    let started = std::time::Instant::now();
     loop {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", id.as_str());
@@ -317,6 +367,14 @@ async fn publish(
                 } else {
                     stats.published.fetch_add(1, Ordering::Relaxed);
                 }
+                let commit_to_ack =
+                    (unix_now_micros() - msg.commit_time_micros) as f64 / 1_000_000.0;
+                metrics::published(
+                    &config.shard,
+                    ack.duplicate,
+                    started.elapsed().as_secs_f64(),
+                    commit_to_ack,
+                );
                 debug!(%id, seq = ack.sequence, duplicate = ack.duplicate, changes = msg.changes.len(), "published");
                 return Ok(());
             }
@@ -330,4 +388,11 @@ async fn publish(
             }
         }
     }
+}
+
+/// Microseconds since the Unix epoch (the wire format's commit time unit).
+fn unix_now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }

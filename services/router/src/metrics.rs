@@ -2,41 +2,20 @@
 //! latency by route/method/status, fencing retries, holds, map epoch and refreshes,
 //! shard pool stats (sampled at scrape time).
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::AppState;
 
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-const SECONDS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The process-wide recorder, installed on first use. `None` when another
-/// recorder was installed first (then `/metrics` is empty).
+/// The process-wide recorder (shared with edges and replicators of the same
+/// process: [`shardline_core::prometheus`]).
 pub fn handle() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets(SECONDS_BUCKETS)
-                .map_err(|e| tracing::warn!(error = %e, "metrics buckets rejected"))
-                .ok()?;
-            match builder.install_recorder() {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot install the metrics recorder");
-                    None
-                }
-            }
-        })
-        .as_ref()
+    shardline_core::prometheus::handle()
 }
 
 /// Records the latency and count of every routed request (a `route_layer`, so
@@ -74,11 +53,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("shardline_router_pool_max_size", "shard" => shard).set(s.max_size as f64);
     }
     metrics::gauge!("shardline_router_map_epoch").set(state.map.epoch() as f64);
-    let body = handle().map(PrometheusHandle::render).unwrap_or_default();
-    let mut resp = body.into_response();
+    let mut resp = shardline_core::prometheus::render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(shardline_core::prometheus::CONTENT_TYPE),
     );
     resp
 }

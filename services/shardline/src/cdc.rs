@@ -1,5 +1,5 @@
 //! `shardline replicator --shard ID` and `shardline edge`, and starting both in
-//! `shardline up` (one replicator per shard, one edge).
+//! `shardline up` (one replicator per shard, `--edges N` edges).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,11 @@ pub struct ReplicatorArgs {
     /// Shard database URL (default: the catalog's entry for --shard).
     #[arg(long, env = "SHARDLINE_SHARD_URL")]
     pub dsn: Option<String>,
+    /// Serve Prometheus `GET /metrics` on this address (e.g. 127.0.0.1:9187).
+    /// Under `shardline up` replicators have no listener of their own: their
+    /// series appear on the router's and the edges' `/metrics`.
+    #[arg(long, env = "SHARDLINE_REPLICATOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// NATS URL (default: the local cluster's).
     #[arg(long, env = "SHARDLINE_NATS_URL")]
     pub nats: Option<String>,
@@ -30,9 +35,12 @@ pub struct ReplicatorArgs {
 
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
-    /// HTTP listen address of the read API.
+    /// HTTP listen address of the read API (and `/metrics`).
     #[arg(long, env = "SHARDLINE_EDGE_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
+    /// The edge's name in metrics (`edge` label) and logs.
+    #[arg(long, env = "SHARDLINE_EDGE_NAME", default_value = "edge")]
+    pub name: String,
     /// The redb store file (default: <dir>/edge/edge.redb).
     #[arg(long, env = "SHARDLINE_EDGE_STORE")]
     pub store: Option<PathBuf>,
@@ -71,8 +79,41 @@ pub async fn run_replicator(args: ReplicatorArgs) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     crate::up::spawn_signal_handler(shutdown.clone());
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(addr, shutdown.clone()).await?;
+    }
     let config = shardline_replicator::Config::new(args.shard, dsn, nats);
     Ok(shardline_replicator::run(config, shutdown).await?)
+}
+
+/// A listener with only `GET /metrics` (the process registry).
+async fn serve_metrics(addr: SocketAddr, shutdown: CancellationToken) -> anyhow::Result<()> {
+    shardline_core::prometheus::handle();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    shardline_core::prometheus::CONTENT_TYPE,
+                )],
+                shardline_core::prometheus::render(),
+            )
+        }),
+    );
+    tracing::info!(%addr, "replicator metrics listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    Ok(())
 }
 
 pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
@@ -88,18 +129,22 @@ pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
     }
     let mut config = shardline_edge::Config::new(nats, store, catalog);
     config.listen = args.listen;
+    config.name = args.name;
     let shutdown = CancellationToken::new();
     crate::up::spawn_signal_handler(shutdown.clone());
     Ok(shardline_edge::run(config, shutdown).await?)
 }
 
-/// Start one replicator per shard and an edge (127.0.0.1:8090, or a free port when
-/// taken) for `shardline up`. Returns the edge URL and the tasks to await after
-/// `shutdown`.
+/// Start one replicator per shard and `edges` edges for `shardline up`: edge `i`
+/// (from 1) keeps its store in `<dir>/edge/edge.redb` (i = 1) or
+/// `<dir>/edge-<i>/edge.redb` and listens on the base address (127.0.0.1:8090 or
+/// `SHARDLINE_EDGE_LISTEN`) plus `i - 1`, or a free port when that is taken.
+/// Returns the edge URLs and the tasks to await after `shutdown`.
 pub async fn start_in_up(
     stack: &LocalStack,
+    edges: u32,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(String, Vec<JoinHandle<()>>)> {
+) -> anyhow::Result<(Vec<String>, Vec<JoinHandle<()>>)> {
     let d = &stack.description;
     let mut tasks = Vec::new();
     for s in &d.shards {
@@ -112,26 +157,43 @@ pub async fn start_in_up(
             }
         }));
     }
-    let store = stack.dir.join("edge").join("edge.redb");
-    std::fs::create_dir_all(stack.dir.join("edge"))?;
-    let mut config = shardline_edge::Config::new(d.nats_url.clone(), store, d.catalog_url.clone());
-    config.listen = std::env::var("SHARDLINE_EDGE_LISTEN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090)));
-    let edge = match shardline_edge::Edge::start(config.clone(), shutdown.clone()).await {
-        Err(shardline_edge::EdgeError::Listen { addr, .. }) => {
-            tracing::warn!(%addr, "edge port taken; using a free port");
-            config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-            shardline_edge::Edge::start(config, shutdown.clone()).await?
-        }
-        other => other?,
+    let base: SocketAddr = match std::env::var("SHARDLINE_EDGE_LISTEN") {
+        Ok(v) => v.parse().map_err(|e| {
+            crate::config::ConfigError::new("SHARDLINE_EDGE_LISTEN", format!("{v:?}: {e}"))
+        })?,
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 8090)),
     };
-    let url = format!("http://{}", edge.addr);
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = edge.join().await {
-            tracing::error!(error = %e, "edge failed");
-        }
-    }));
-    Ok((url, tasks))
+    let mut urls = Vec::new();
+    for i in 1..=edges {
+        let dir = if i == 1 {
+            stack.dir.join("edge")
+        } else {
+            stack.dir.join(format!("edge-{i}"))
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut config = shardline_edge::Config::new(
+            d.nats_url.clone(),
+            dir.join("edge.redb"),
+            d.catalog_url.clone(),
+        );
+        config.name = format!("edge{i}");
+        config.listen = base;
+        let port = u32::from(base.port()) + i - 1;
+        config.listen.set_port(u16::try_from(port).unwrap_or(0));
+        let edge = match shardline_edge::Edge::start(config.clone(), shutdown.clone()).await {
+            Err(shardline_edge::EdgeError::Listen { addr, .. }) => {
+                tracing::warn!(%addr, edge = i, "edge port taken; using a free port");
+                config.listen.set_port(0);
+                shardline_edge::Edge::start(config, shutdown.clone()).await?
+            }
+            other => other?,
+        };
+        urls.push(format!("http://{}", edge.addr));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = edge.join().await {
+                tracing::error!(error = %e, "edge failed");
+            }
+        }));
+    }
+    Ok((urls, tasks))
 }

@@ -87,6 +87,10 @@ pub struct UpArgs {
     /// Port of the NATS server (default: a free one, then kept).
     #[arg(long, env = "SHARDLINE_NATS_PORT")]
     pub nats_port: Option<u16>,
+    /// Number of edges (1-16): separate stores (`<dir>/edge`, `<dir>/edge-2`, ...)
+    /// on consecutive ports from 127.0.0.1:8090 (`SHARDLINE_EDGE_LISTEN`).
+    #[arg(long, env = "SHARDLINE_EDGES")]
+    pub edges: Option<u32>,
     /// Wipe the data directory first.
     #[arg(long)]
     pub fresh: bool,

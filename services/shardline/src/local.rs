@@ -29,6 +29,9 @@ pub struct LocalCluster {
     /// The rebalancer admin API of the running `up` (written once it listens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalancer_url: Option<String>,
+    /// The edges' read APIs of the running `up` (written once they listen).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edge_urls: Vec<String>,
 }
 
 impl LocalCluster {

@@ -40,6 +40,7 @@ struct UpFile {
     ranges_per_shard: Option<u32>,
     catalog_port: Option<u16>,
     nats_port: Option<u16>,
+    edges: Option<u32>,
 }
 
 /// Validated settings of `shardline up`.
@@ -51,6 +52,8 @@ pub struct UpConfig {
     pub ranges_per_shard: u32,
     pub catalog_port: Option<u16>,
     pub nats_port: Option<u16>,
+    /// Edges to start (1-16).
+    pub edges: u32,
     pub fresh: bool,
 }
 
@@ -82,8 +85,10 @@ impl UpConfig {
                 "must differ from catalog_port",
             ));
         }
+        let edges = in_range("edges", args.edges.or(file.edges).unwrap_or(1), 1..=16)?;
         Ok(UpConfig {
             dir,
+            edges,
             shards,
             ranges_per_shard,
             catalog_port,
@@ -228,6 +233,7 @@ impl LocalStack {
             nats_url: nats.url(),
             ranges_per_shard,
             rebalancer_url: None,
+            edge_urls: Vec::new(),
         };
         description.save(&dir)?;
         Ok(LocalStack {
@@ -342,8 +348,10 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     let mut description = stack.description.clone();
     description.rebalancer_url = Some(rebalancer_url.clone());
     description.save(&stack.dir)?;
-    let (edge_url, cdc_tasks) = crate::cdc::start_in_up(&stack, &shutdown).await?;
-    print_summary(&stack, &router_url, &edge_url, &rebalancer_url);
+    let (edge_urls, cdc_tasks) = crate::cdc::start_in_up(&stack, cfg.edges, &shutdown).await?;
+    description.edge_urls.clone_from(&edge_urls);
+    description.save(&stack.dir)?;
+    print_summary(&stack, &router_url, &edge_urls, &rebalancer_url);
     shutdown.cancelled().await;
     println!("stopping...");
     match router_task.await {
@@ -384,7 +392,7 @@ async fn start_router(stack: &LocalStack) -> anyhow::Result<shardline_router::Se
     }
 }
 
-fn print_summary(stack: &LocalStack, router_url: &str, edge_url: &str, rebalancer_url: &str) {
+fn print_summary(stack: &LocalStack, router_url: &str, edge_urls: &[String], rebalancer_url: &str) {
     let d = &stack.description;
     println!("shardline is up (data in {})", stack.dir.display());
     println!("  catalog    {}", d.catalog_url);
@@ -401,9 +409,18 @@ fn print_summary(stack: &LocalStack, router_url: &str, edge_url: &str, rebalance
         admin_key_path(&stack.dir).display()
     );
     println!("  router     {router_url} (payments API; {router_url}/openapi.json)");
-    println!("  edge       {edge_url} (reads from the CDC stream; one replicator per shard)");
+    for (i, url) in edge_urls.iter().enumerate() {
+        println!(
+            "  edge{:<6} {url} (reads from the CDC stream; {url}/metrics)",
+            i + 1
+        );
+    }
+    println!("  metrics    {router_url}/metrics (router, edges and replicators of this process)");
     println!("  rebalancer {rebalancer_url} (admin API: moves, split, merge; `shardline moves`)");
-    println!("  services   router, rebalancer (move engine), replicators, edge");
+    println!(
+        "  services   router, rebalancer (move engine), one replicator per shard, {} edge(s)",
+        edge_urls.len()
+    );
     println!("inspect with `shardline status`; stop with Ctrl-C");
 }
 

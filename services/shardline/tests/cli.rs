@@ -24,9 +24,14 @@ fn shardline(args: &[&str]) -> Output {
 
 /// Start `up` and wait for its "is up" line (the cluster is ready then).
 fn start_up(dir: &Path) -> Child {
+    start_up_with(dir, &[])
+}
+
+fn start_up_with(dir: &Path, extra: &[&str]) -> Child {
     let mut child = Command::new(BIN)
         .args(["up", "--dir"])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -82,6 +87,32 @@ fn processes_under(dir: &Path) -> Vec<String> {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(&needle) && !c.contains(" up --dir "))
         .collect()
+}
+
+/// `GET path` on `http://host:port` with a plain HTTP/1.1 request.
+fn http_get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.strip_prefix("http://").expect("http URL");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The edge URLs `up` wrote to `cluster.json`.
+fn edge_urls(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("cluster.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["edge_urls"]
+        .as_array()
+        .map(|a| a.iter().map(|u| u.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
 }
 
 fn status_json(dir: &Path) -> serde_json::Value {
@@ -193,6 +224,7 @@ fn up_status_restart_keeps_data_and_stops_cleanly() {
     let text = shardline(&["status", "--dir", dir.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("map epoch"));
 
+    assert_eq!(edge_urls(&dir).len(), 1);
     interrupt_and_wait(up);
     assert!(
         processes_under(&dir).is_empty(),
@@ -200,9 +232,24 @@ fn up_status_restart_keeps_data_and_stops_cleanly() {
         processes_under(&dir)
     );
 
-    // Second start: same map, same keys, same admin key file.
+    // Second start, with two edges: same map, same keys, same admin key file.
     let admin_key = std::fs::read_to_string(dir.join("admin.key")).unwrap();
-    let up = start_up(&dir);
+    let up = start_up_with(&dir, &["--edges", "2"]);
+    let edges = edge_urls(&dir);
+    assert_eq!(edges.len(), 2, "{edges:?}");
+    assert_ne!(edges[0], edges[1]);
+    assert!(dir.join("edge").join("edge.redb").exists());
+    assert!(dir.join("edge-2").join("edge.redb").exists());
+    for url in &edges {
+        let health = http_get(url, "/healthz");
+        assert!(health.starts_with("HTTP/1.1 200"), "{url}: {health}");
+        let metrics = http_get(url, "/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{url}: {metrics}");
+        assert!(
+            metrics.contains("shardline_edge_staleness_seconds"),
+            "{url}: {metrics}"
+        );
+    }
     let again = status_json(&dir);
     assert_eq!(again["map_epoch"].as_i64().unwrap(), epoch);
     let keys = shardline(&["keys", "list", "--json", "--dir", dir.to_str().unwrap()]);
@@ -234,6 +281,16 @@ fn bad_settings_exit_2_and_name_the_setting() {
                 d.into(),
             ],
             "`shards`",
+        ),
+        (
+            vec![
+                "up".into(),
+                "--edges".into(),
+                "0".into(),
+                "--dir".into(),
+                d.into(),
+            ],
+            "`edges`",
         ),
         (
             vec!["up".into(), "--shards".into(), "three".into()],

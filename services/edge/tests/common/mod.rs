@@ -196,6 +196,12 @@ impl Fixture {
         self.replicators[i] = r;
     }
 
+    /// Unique per fixture: tests of one binary share the process metrics registry.
+    pub fn edge_name(&self) -> String {
+        let dir = self.store_dir.path().file_name().unwrap_or_default();
+        format!("edge-{}", dir.to_string_lossy())
+    }
+
     pub fn store_path(&self) -> PathBuf {
         self.store_dir.path().join("edge.redb")
     }
@@ -207,6 +213,7 @@ impl Fixture {
             self.catalog_url.clone(),
         );
         config.listen = "127.0.0.1:0".parse().unwrap();
+        config.name = self.edge_name();
         let token = CancellationToken::new();
         let edge = Edge::start(config, token.clone()).await.expect("edge");
         self.edge = Some((token, edge));
@@ -369,6 +376,48 @@ impl Fixture {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// `GET /metrics` of the edge, parsed: (series with labels as written, value).
+pub async fn scrape(app: &axum::Router) -> Vec<(String, f64)> {
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of the series named `name` whose labels contain every `labels` pair.
+pub fn metric(scraped: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let hits: Vec<f64> = scraped
+        .iter()
+        .filter(|(series, _)| {
+            let base = series.split('{').next().unwrap_or_default();
+            base == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    (!hits.is_empty()).then(|| hits.iter().sum())
 }
 
 pub async fn wait_until<F, Fut>(within: Duration, mut f: F)
