@@ -150,6 +150,13 @@ pub async fn start_in_up(
     for s in &d.shards {
         let config =
             shardline_replicator::Config::new(s.id.clone(), s.url.clone(), d.nats_url.clone());
+        // The slot must exist before `up` reports the system ready: a write
+        // committed before the slot is created never reaches the stream (the
+        // loadtest verifier caught edges missing merchants onboarded right after
+        // start-up). The replicator's own start repeats this, idempotently.
+        shardline_replicator::setup::ensure_shard(&s.url, &config.slot())
+            .await
+            .with_context(|| format!("creating the CDC slot of shard {}", s.id))?;
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = shardline_replicator::run(config, token).await {

@@ -56,6 +56,9 @@ pub enum Command {
     Keys(KeysArgs),
     /// Benchmarks (each prints its same-run baseline and the ratio).
     Bench(BenchArgs),
+    /// Production-shaped open-loop load with an invariant verifier at the end
+    /// (against a running system, or a throwaway one with --local).
+    Loadtest(Box<crate::loadtest::LoadtestArgs>),
     /// Stream one shard's committed transactions to NATS JetStream (CDC).
     Replicator(crate::cdc::ReplicatorArgs),
     /// Serve edge reads from the CDC stream (embedded store, 127.0.0.1:8090).

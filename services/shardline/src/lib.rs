@@ -9,6 +9,7 @@ pub mod cdc;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod loadtest;
 pub mod local;
 pub mod migrate;
 pub mod rebalancer;
@@ -66,6 +67,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Keys(args) => keys::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Loadtest(args) => loadtest::run(*args).await,
         Command::Replicator(args) => cdc::run_replicator(args).await,
         Command::Edge(args) => cdc::run_edge(args).await,
         Command::Rebalancer(args) => rebalancer::run(args).await,

@@ -26,6 +26,9 @@ pub struct LocalCluster {
     pub nats_port: u16,
     pub nats_url: String,
     pub ranges_per_shard: u32,
+    /// The router of the running `up` (written once it listens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_url: Option<String>,
     /// The rebalancer admin API of the running `up` (written once it listens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalancer_url: Option<String>,

@@ -23,6 +23,7 @@ use shardline_core::{ShardId, catalog, shard};
 use shardline_devkit::{NatsOptions, NatsServer, PgCluster, PgOptions};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::UpArgs;
@@ -232,6 +233,7 @@ impl LocalStack {
             nats_port: nats.port(),
             nats_url: nats.url(),
             ranges_per_shard,
+            router_url: None,
             rebalancer_url: None,
             edge_urls: Vec::new(),
         };
@@ -327,6 +329,69 @@ async fn ensure_admin_key(pool: &PgPool, dir: &Path) -> anyhow::Result<String> {
     Ok(key.token)
 }
 
+/// Every service of the local system, running on a booted [`LocalStack`].
+#[derive(Debug)]
+pub struct Services {
+    pub router_url: String,
+    pub rebalancer_url: String,
+    pub edge_urls: Vec<String>,
+    router_task: JoinHandle<Result<(), shardline_router::RouterError>>,
+    rebalancer: crate::rebalancer::Rebalancer,
+    cdc_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Services {
+    /// Start router, rebalancer, one replicator per shard and `edges` edges; their
+    /// URLs are written to `<dir>/cluster.json`. They stop when `shutdown` fires.
+    pub async fn start(
+        stack: &LocalStack,
+        edges: u32,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let router = start_router(stack).await?;
+        let router_url = format!("http://{}", router.local_addr());
+        let router_task = tokio::spawn(router.serve(shutdown.clone()));
+        let rebalancer = crate::rebalancer::Rebalancer::start(
+            shardline_rebalancer::Config::new(stack.description.catalog_url.clone()),
+            stack.catalog_pool.clone(),
+            crate::rebalancer::listen_from_env(true)?,
+            shutdown,
+        )
+        .await?;
+        let rebalancer_url = format!("http://{}", rebalancer.addr);
+        let mut description = stack.description.clone();
+        description.rebalancer_url = Some(rebalancer_url.clone());
+        description.router_url = Some(router_url.clone());
+        description.save(&stack.dir)?;
+        let (edge_urls, cdc_tasks) = crate::cdc::start_in_up(stack, edges, shutdown).await?;
+        description.edge_urls.clone_from(&edge_urls);
+        description.save(&stack.dir)?;
+        Ok(Services {
+            router_url,
+            rebalancer_url,
+            edge_urls,
+            router_task,
+            rebalancer,
+            cdc_tasks,
+        })
+    }
+
+    /// Wait for every service to stop (after `shutdown` fired).
+    pub async fn join(self) {
+        match self.router_task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "router failed"),
+            Err(e) => tracing::error!(error = %e, "router task panicked"),
+            Ok(Ok(())) => {}
+        }
+        self.rebalancer.join().await;
+        for t in self.cdc_tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "replicator/edge task panicked");
+            }
+        }
+    }
+}
+
 pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone());
@@ -334,37 +399,16 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
         s = LocalStack::boot(&cfg) => s?,
         () = shutdown.cancelled() => anyhow::bail!("interrupted during start-up"),
     };
-    let router = start_router(&stack).await?;
-    let router_url = format!("http://{}", router.local_addr());
-    let router_task = tokio::spawn(router.serve(shutdown.clone()));
-    let rebalancer = crate::rebalancer::Rebalancer::start(
-        shardline_rebalancer::Config::new(stack.description.catalog_url.clone()),
-        stack.catalog_pool.clone(),
-        crate::rebalancer::listen_from_env(true)?,
-        &shutdown,
-    )
-    .await?;
-    let rebalancer_url = format!("http://{}", rebalancer.addr);
-    let mut description = stack.description.clone();
-    description.rebalancer_url = Some(rebalancer_url.clone());
-    description.save(&stack.dir)?;
-    let (edge_urls, cdc_tasks) = crate::cdc::start_in_up(&stack, cfg.edges, &shutdown).await?;
-    description.edge_urls.clone_from(&edge_urls);
-    description.save(&stack.dir)?;
-    print_summary(&stack, &router_url, &edge_urls, &rebalancer_url);
+    let services = Services::start(&stack, cfg.edges, &shutdown).await?;
+    print_summary(
+        &stack,
+        &services.router_url,
+        &services.edge_urls,
+        &services.rebalancer_url,
+    );
     shutdown.cancelled().await;
     println!("stopping...");
-    match router_task.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "router failed"),
-        Err(e) => tracing::error!(error = %e, "router task panicked"),
-        Ok(Ok(())) => {}
-    }
-    rebalancer.join().await;
-    for t in cdc_tasks {
-        if let Err(e) = t.await {
-            tracing::error!(error = %e, "replicator/edge task panicked");
-        }
-    }
+    services.join().await;
     stack.shutdown().await;
     println!("stopped");
     Ok(())

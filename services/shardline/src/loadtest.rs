@@ -1,0 +1,250 @@
+//! `shardline loadtest`: run a scenario against a running system (URLs + key, or
+//! the local cluster described in `--dir`), or against a throwaway local system
+//! (`--local`: booted like `shardline up` in a temporary directory, torn down at
+//! the end). Writes `<out>/<run>/report.json`; exits 1 when the verifier found a
+//! violation.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use shardline_loadtest::run::{self, Endpoints};
+use shardline_loadtest::scenario::Scenario;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigError;
+use crate::local::{LocalCluster, admin_key_path};
+use crate::up::{LocalStack, Services, UpConfig, spawn_signal_handler};
+
+#[derive(Debug, Args)]
+pub struct LoadtestArgs {
+    /// A preset (steady) or a scenario TOML file.
+    #[arg(long, default_value = "steady")]
+    pub scenario: String,
+    /// Boot a throwaway local system (3 shards, NATS, every service) for the run.
+    #[arg(long)]
+    pub local: bool,
+    /// Router URL (default: the local cluster's in --dir).
+    #[arg(long, env = "SHARDLINE_ROUTER_URL")]
+    pub router: Option<String>,
+    /// Edge URL, repeatable (default: the local cluster's edges).
+    #[arg(long = "edge")]
+    pub edges: Vec<String>,
+    /// Catalog URL, for the verifier (default: the local cluster's).
+    #[arg(long, env = "SHARDLINE_CATALOG_URL")]
+    pub catalog: Option<String>,
+    /// API key with admin scope (default: the local cluster's admin key).
+    #[arg(long, env = "SHARDLINE_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// The local cluster's directory (read when URLs are not given).
+    #[arg(long, default_value = ".shardline")]
+    pub dir: PathBuf,
+    /// Override the scenario's duration (seconds).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Override the scenario's arrival rate (operations per second).
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Override the scenario's merchant count.
+    #[arg(long)]
+    pub merchants: Option<u32>,
+    /// Random seed (default: from the clock; printed and stored in the report).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Reports go to <out>/<scenario>-<unix time>/.
+    #[arg(long, default_value = "target/loadtest")]
+    pub out: PathBuf,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn scenario(a: &LoadtestArgs) -> Result<Scenario, ConfigError> {
+    let mut s =
+        Scenario::load(&a.scenario).map_err(|e| ConfigError::new("scenario", e.to_string()))?;
+    if let Some(d) = a.duration {
+        s.duration_s = d;
+    }
+    if let Some(r) = a.rate {
+        s.rate = r;
+    }
+    if let Some(m) = a.merchants {
+        s.merchants = m;
+    }
+    s.validate()
+        .map_err(|e| ConfigError::new("scenario", e.to_string()))?;
+    Ok(s)
+}
+
+/// Endpoints from flags, falling back to the local cluster in `--dir`.
+fn endpoints(a: &LoadtestArgs) -> Result<Endpoints, ConfigError> {
+    let local = LocalCluster::load(&a.dir)?;
+    let missing = |what: &str| {
+        ConfigError::new(
+            what,
+            format!(
+                "not given and no running local cluster in {} (start one with `shardline up`, or use --local)",
+                a.dir.display()
+            ),
+        )
+    };
+    let router_url = match (&a.router, &local) {
+        (Some(r), _) => r.clone(),
+        (None, Some(l)) => l.router_url.clone().ok_or_else(|| missing("router"))?,
+        (None, None) => return Err(missing("router")),
+    };
+    let catalog_url = match (&a.catalog, &local) {
+        (Some(c), _) => c.clone(),
+        (None, Some(l)) => l.catalog_url.clone(),
+        (None, None) => return Err(missing("catalog")),
+    };
+    let edge_urls = match (&a.edges, &local) {
+        (e, _) if !e.is_empty() => e.clone(),
+        (_, Some(l)) if a.router.is_none() => l.edge_urls.clone(),
+        _ => Vec::new(),
+    };
+    let api_key = match &a.key {
+        Some(k) => k.clone(),
+        None => std::fs::read_to_string(admin_key_path(&a.dir))
+            .map(|k| k.trim().to_owned())
+            .map_err(|_| missing("key"))?,
+    };
+    for (setting, url) in [("router", &router_url)]
+        .into_iter()
+        .chain(edge_urls.iter().map(|u| ("edge", u)))
+    {
+        if !url.starts_with("http://") {
+            return Err(ConfigError::new(
+                setting,
+                format!("{url:?} must be an http:// URL"),
+            ));
+        }
+    }
+    Ok(Endpoints {
+        router_url,
+        edge_urls,
+        catalog_url,
+        api_key,
+    })
+}
+
+pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
+    let sc = scenario(&a)?;
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let run_name = format!(
+        "{}-{}",
+        sc.name,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    let report = if a.local {
+        let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+        let cfg = UpConfig {
+            dir: tmp.path().join("cluster"),
+            shards: Some(3),
+            ranges_per_shard: 4,
+            catalog_port: None,
+            nats_port: None,
+            fresh: true,
+            edges: 1,
+        };
+        eprintln!("loadtest: booting a local system in {}", cfg.dir.display());
+        let stack = LocalStack::boot(&cfg).await?;
+        let services_stop = CancellationToken::new();
+        let services = Services::start(&stack, cfg.edges, &services_stop).await?;
+        let ep = Endpoints {
+            router_url: services.router_url.clone(),
+            edge_urls: services.edge_urls.clone(),
+            catalog_url: stack.description.catalog_url.clone(),
+            api_key: stack.admin_key.clone(),
+        };
+        eprintln!(
+            "loadtest: {} for {} s at {}/s (seed {seed}); router {}",
+            sc.name, sc.duration_s, sc.rate, ep.router_url
+        );
+        let r = run::run(&sc, &ep, seed, !a.quiet, &cancel).await;
+        services_stop.cancel();
+        services.join().await;
+        stack.shutdown().await;
+        r?
+    } else {
+        let ep = endpoints(&a)?;
+        eprintln!(
+            "loadtest: {} for {} s at {}/s (seed {seed}); router {}",
+            sc.name, sc.duration_s, sc.rate, ep.router_url
+        );
+        run::run(&sc, &ep, seed, !a.quiet, &cancel).await?
+    };
+    let path = run::write_report(&a.out.join(&run_name), &report)?;
+    print_summary(&report);
+    println!("report: {}", path.display());
+    if report.passed {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "verifier found {} violation(s), {} idempotent replay mismatch(es)",
+            report.verifier.violations.len(),
+            report.retry_mismatches.len()
+        )
+    }
+}
+
+fn print_summary(r: &run::RunReport) {
+    println!(
+        "{}: {} operations in {:.1} s ({:.0}/s), {} errors",
+        r.scenario.name,
+        r.operations,
+        r.elapsed_s,
+        r.operations as f64 / r.elapsed_s.max(1e-9),
+        r.errors
+    );
+    println!(
+        "{:<12} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "op", "count", "errors", "ops/s", "p50 ms", "p99 ms", "p999 ms", "max ms"
+    );
+    for o in &r.ops {
+        let errors: u64 = o.failed.values().sum::<u64>() + o.unknown.values().sum::<u64>();
+        println!(
+            "{:<12} {:>8} {:>8} {:>8.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            o.op.name(),
+            o.count,
+            errors,
+            o.throughput,
+            o.p50_ms,
+            o.p99_ms,
+            o.p999_ms,
+            o.max_ms
+        );
+    }
+    let c = &r.verifier.checked;
+    println!(
+        "verifier: {} ({} acknowledged writes, {} journals, {} edge reads, {} moves in flight, {} unknown outcomes resolved, {} unresolved)",
+        if r.verifier.passed() {
+            "passed"
+        } else {
+            "FAILED"
+        },
+        c.acked,
+        c.journals,
+        c.edge_reads,
+        c.moves_in_flight,
+        r.resolved_unknown,
+        r.unresolved_unknown.len()
+    );
+    for v in &r.verifier.violations {
+        println!(
+            "  violation: {}",
+            serde_json::to_string(v).unwrap_or_default()
+        );
+    }
+    for m in &r.retry_mismatches {
+        println!("  replay mismatch: {m}");
+    }
+}
