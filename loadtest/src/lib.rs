@@ -9,6 +9,7 @@
 //! end-of-run [`verify`]er. Fault injection, the HTML report and baseline
 //! comparison are not built yet.
 
+pub mod events;
 pub mod http;
 pub mod run;
 pub mod scenario;

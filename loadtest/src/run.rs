@@ -17,6 +17,7 @@ use shardline_core::{Currency, MerchantId};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{self, EventOutcome};
 use crate::http::Client;
 use crate::scenario::Scenario;
 use crate::stats::{OpSummary, Point, Stats};
@@ -30,6 +31,8 @@ pub struct Endpoints {
     pub router_url: String,
     pub edge_urls: Vec<String>,
     pub catalog_url: String,
+    /// The rebalancer's admin API (needed by scenarios with events).
+    pub rebalancer_url: Option<String>,
     pub api_key: String,
 }
 
@@ -37,6 +40,8 @@ pub struct Endpoints {
 pub enum RunError {
     #[error("setting up merchants: {0}")]
     Setup(String),
+    #[error("scenario {0} has events but no rebalancer URL was given")]
+    NoRebalancer(String),
     #[error("verifier: {0}")]
     Verify(#[from] verify::VerifyError),
     #[error("writing the report to {path}: {source}")]
@@ -60,6 +65,9 @@ pub struct RunReport {
     pub ops: Vec<OpSummary>,
     pub timeline: Vec<Point>,
     pub retry_mismatches: Vec<String>,
+    pub events: Vec<EventOutcome>,
+    /// Whether every move finished within `settle_s` after the load.
+    pub settled: bool,
     /// Unknown outcomes resolved by replaying their Idempotency-Key.
     pub resolved_unknown: usize,
     /// Unknown outcomes still unresolved (listed, not failures by themselves).
@@ -113,9 +121,7 @@ async fn onboard(
             .await
             .map_err(|e| RunError::Setup(e.to_string()))?
             .map_err(RunError::Setup)?;
-        acked.push(Write::Merchant {
-            merchant: id.clone(),
-        });
+        acked.push(Write::Merchant { merchant: id });
         out.push(Arc::new(MerchantState::new(id, cur)));
     }
     Ok((out, acked))
@@ -181,6 +187,11 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started_at = chrono_now();
     let timeout = sc.request_timeout();
+    let admin = match (&ep.rebalancer_url, sc.events.is_empty()) {
+        (Some(u), _) => Some(Client::new(u, &ep.api_key, Duration::from_secs(30))),
+        (None, true) => None,
+        (None, false) => return Err(RunError::NoRebalancer(sc.name.clone())),
+    };
     let router = Client::new(&ep.router_url, &ep.api_key, timeout);
     let edges: Vec<Client> = ep
         .edge_urls
@@ -196,6 +207,15 @@ pub async fn run(
     let sem = Arc::new(Semaphore::new(sc.max_in_flight as usize));
     let mut rng = StdRng::seed_from_u64(seed);
     let start = Instant::now();
+    // The most popular merchant (Zipf rank 0) is the subject of move events.
+    let event_task = admin
+        .clone()
+        .filter(|_| !sc.events.is_empty())
+        .map(|admin| {
+            let mut evs = sc.events.clone();
+            evs.sort_by_key(|e| e.at_s);
+            tokio::spawn(events::run(admin, evs, merchants[0].id, start))
+        });
     let interval = Duration::from_secs_f64(1.0 / f64::from(sc.rate));
     let total = u64::from(sc.rate) * sc.duration_s;
     let mut tasks = tokio::task::JoinSet::new();
@@ -270,6 +290,14 @@ pub async fn run(
     ));
     let unknown = std::mem::take(&mut *unknown.lock().unwrap_or_else(|p| p.into_inner()));
     let (resolved, unresolved_unknown) = resolve(&router, unknown).await;
+    let event_outcomes = match event_task {
+        Some(t) => t.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let settled = match &admin {
+        Some(a) => events::settle(a, Duration::from_secs(sc.settle_s)).await,
+        None => true,
+    };
     let resolved_unknown = resolved.len();
     acked.extend(resolved);
     let target = Target {
@@ -287,7 +315,7 @@ pub async fn run(
     let verifier = verify::verify(&target, &acked, &[]).await?;
     let stats = stats.lock().unwrap_or_else(|p| p.into_inner());
     let (operations, errors) = stats.totals();
-    let passed = verifier.passed() && stats.retry_mismatches.is_empty();
+    let passed = verifier.passed() && stats.retry_mismatches.is_empty() && settled;
     Ok(RunReport {
         scenario: sc.clone(),
         router_url: ep.router_url.clone(),
@@ -300,6 +328,8 @@ pub async fn run(
         ops: stats.summaries(elapsed),
         timeline: stats.timeline(),
         retry_mismatches: stats.retry_mismatches.clone(),
+        events: event_outcomes,
+        settled,
         resolved_unknown,
         unresolved_unknown,
         verifier,

@@ -7,7 +7,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Shipped presets: name -> TOML.
-pub const PRESETS: [(&str, &str); 1] = [("steady", include_str!("../scenarios/steady.toml"))];
+pub const PRESETS: [(&str, &str); 2] = [
+    ("steady", include_str!("../scenarios/steady.toml")),
+    (
+        "move-under-load",
+        include_str!("../scenarios/move-under-load.toml"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -61,6 +67,9 @@ pub struct Scenario {
     /// After the load: how long moves may take to settle and edges to catch up.
     pub settle_s: u64,
     pub mix: Mix,
+    /// Operator actions at given seconds (moves through the rebalancer).
+    #[serde(default)]
+    pub events: Vec<crate::events::Event>,
 }
 
 impl Scenario {
@@ -123,6 +132,12 @@ impl Scenario {
         }
         if self.settle_s > 3600 {
             return bad("settle_s", "must be at most 3600");
+        }
+        if let Some(e) = self.events.iter().find(|e| e.at_s >= self.duration_s) {
+            return Err(ScenarioError::Invalid {
+                setting: "events",
+                detail: format!("an event at {} s lies beyond duration_s", e.at_s),
+            });
         }
         let m = &self.mix;
         let writes = m.onboard + m.authorize + m.capture + m.refund + m.void;

@@ -236,19 +236,17 @@ async fn write<R: Rng + ?Sized>(
         }
         o => done.outcome = Some(o),
     }
-    if again {
-        if let Ok(orig) = &first {
-            match router.post(path, Some(&idem), &body).await {
-                Ok(rep) if essence(&rep) == essence(orig) && rep.replayed => {}
-                Ok(rep) if rep.status.as_u16() == 409 => {} // first still in flight
-                Ok(rep) => {
-                    done.retry_mismatch = Some(format!(
-                        "{path}: replay {} (replayed {}) differs from {}",
-                        rep.status, rep.replayed, orig.status
-                    ));
-                }
-                Err(_) => {}
+    if again && let Ok(orig) = &first {
+        match router.post(path, Some(&idem), &body).await {
+            Ok(rep) if essence(&rep) == essence(orig) && rep.replayed => {}
+            Ok(rep) if rep.status.as_u16() == 409 => {} // first still in flight
+            Ok(rep) => {
+                done.retry_mismatch = Some(format!(
+                    "{path}: replay {} (replayed {}) differs from {}",
+                    rep.status, rep.replayed, orig.status
+                ));
             }
+            Err(_) => {}
         }
     }
     first
@@ -264,7 +262,7 @@ pub async fn run_op<R: Rng + Send>(
     rng: &mut R,
 ) -> Done {
     let mut done = Done::default();
-    let mid = m.id.clone();
+    let mid = m.id;
     let cur = m.currency;
     let base = format!("/v1/merchants/{mid}/payments");
     // Operations that need a payment in some state fall back to authorizing.
@@ -289,22 +287,22 @@ pub async fn run_op<R: Rng + Send>(
             let a = amount(rng, cur);
             let body = json!({"amount": a.to_string(), "currency": cur.code()});
             let r = write(router, &base, body, retry, rng, &mut done, &[201]).await;
-            if let (Some(Outcome::Ok), Ok(rep)) = (&done.outcome, &r) {
-                if let Some(id) = rep.body["id"].as_str().and_then(|s| s.parse().ok()) {
-                    done.acked.push(Write::Payment {
-                        merchant: mid.clone(),
-                        payment: id,
-                    });
-                    MerchantState::put(
-                        &m.authorized,
-                        Payment {
-                            id,
-                            amount: a,
-                            refunded: Decimal::ZERO,
-                            token: rep.token.clone(),
-                        },
-                    );
-                }
+            if let (Some(Outcome::Ok), Ok(rep)) = (&done.outcome, &r)
+                && let Some(id) = rep.body["id"].as_str().and_then(|s| s.parse().ok())
+            {
+                done.acked.push(Write::Payment {
+                    merchant: mid,
+                    payment: id,
+                });
+                MerchantState::put(
+                    &m.authorized,
+                    Payment {
+                        id,
+                        amount: a,
+                        refunded: Decimal::ZERO,
+                        token: rep.token.clone(),
+                    },
+                );
             }
         }
         (OpKind::Capture, Some(mut p)) => {
@@ -340,7 +338,7 @@ pub async fn run_op<R: Rng + Send>(
                 p.token = rep.token.clone().or(p.token);
                 if let Some(id) = rep.body["id"].as_str().and_then(|s| s.parse().ok()) {
                     done.acked.push(Write::Refund {
-                        merchant: mid.clone(),
+                        merchant: mid,
                         payment: p.id,
                         refund: id,
                     });
@@ -371,10 +369,10 @@ pub async fn run_op<R: Rng + Send>(
         (OpKind::Onboard, _) => {
             let body = json!({"name": "loadtest merchant", "default_currency": cur.code()});
             let r = write(router, "/v1/merchants", body, 0.0, rng, &mut done, &[201]).await;
-            if let (Some(Outcome::Ok), Ok(rep)) = (&done.outcome, &r) {
-                if let Some(id) = rep.body["id"].as_str().and_then(|s| s.parse().ok()) {
-                    done.acked.push(Write::Merchant { merchant: id });
-                }
+            if let (Some(Outcome::Ok), Ok(rep)) = (&done.outcome, &r)
+                && let Some(id) = rep.body["id"].as_str().and_then(|s| s.parse().ok())
+            {
+                done.acked.push(Write::Merchant { merchant: id });
             }
         }
         (k, None) => {

@@ -254,7 +254,7 @@ async fn an_orphan_slot_is_reported_and_unacked_writes_are_listed_apart() {
     // An unacknowledged write that never landed, and one that did (the first
     // acknowledged payment, as if its response had been lost).
     let never = Write::Payment {
-        merchant: r.acked[0].merchant().clone(),
+        merchant: *r.acked[0].merchant(),
         payment: Uuid::now_v7(),
     };
     let landed = payment(&r.acked);

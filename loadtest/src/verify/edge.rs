@@ -155,7 +155,7 @@ pub(super) async fn compare(
     let mut reads = 0;
     let mut merchants = BTreeSet::new();
     for w in acked {
-        merchants.insert(w.merchant().clone());
+        merchants.insert(*w.merchant());
         let Write::Payment { merchant, payment } = w else {
             continue;
         };

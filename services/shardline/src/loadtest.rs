@@ -33,6 +33,10 @@ pub struct LoadtestArgs {
     /// Catalog URL, for the verifier (default: the local cluster's).
     #[arg(long, env = "SHARDLINE_CATALOG_URL")]
     pub catalog: Option<String>,
+    /// Rebalancer admin API URL, for scenarios with moves (default: the local
+    /// cluster's).
+    #[arg(long, env = "SHARDLINE_REBALANCER_URL")]
+    pub rebalancer: Option<String>,
     /// API key with admin scope (default: the local cluster's admin key).
     #[arg(long, env = "SHARDLINE_API_KEY", hide_env_values = true)]
     pub key: Option<String>,
@@ -120,10 +124,15 @@ fn endpoints(a: &LoadtestArgs) -> Result<Endpoints, ConfigError> {
             ));
         }
     }
+    let rebalancer_url = a
+        .rebalancer
+        .clone()
+        .or_else(|| local.as_ref().and_then(|l| l.rebalancer_url.clone()));
     Ok(Endpoints {
         router_url,
         edge_urls,
         catalog_url,
+        rebalancer_url,
         api_key,
     })
 }
@@ -163,6 +172,7 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
             router_url: services.router_url.clone(),
             edge_urls: services.edge_urls.clone(),
             catalog_url: stack.description.catalog_url.clone(),
+            rebalancer_url: Some(services.rebalancer_url.clone()),
             api_key: stack.admin_key.clone(),
         };
         eprintln!(
@@ -238,6 +248,20 @@ fn print_summary(r: &run::RunReport) {
         r.resolved_unknown,
         r.unresolved_unknown.len()
     );
+    for e in &r.events {
+        println!(
+            "event at {} s: {:?} -> {} (move {}, finished at {:.1} s, phases {})",
+            e.at_s,
+            e.action,
+            e.result,
+            e.move_id.as_deref().unwrap_or("-"),
+            e.finished_s,
+            e.phase_ms
+        );
+    }
+    if !r.settled {
+        println!("  moves did not settle within {} s", r.scenario.settle_s);
+    }
     for v in &r.verifier.violations {
         println!(
             "  violation: {}",
