@@ -7,18 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use shardline_core::MerchantId;
 use uuid::Uuid;
 
 use super::{VerifyError, Violation, World, Write, db};
+use crate::http::Client;
 
 /// An edge's read API and a key it accepts.
 #[derive(Debug, Clone)]
@@ -28,34 +24,40 @@ pub struct EdgeTarget {
     pub api_key: String,
 }
 
-type Http = Client<HttpConnector, Empty<Bytes>>;
+async fn get(http: &Client, path: &str) -> Result<(StatusCode, Value), VerifyError> {
+    let r = http.get(path).await.map_err(|e| VerifyError::Edge {
+        url: http.base().to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok((r.status, r.body))
+}
 
-async fn get(
-    http: &Http,
-    edge: &EdgeTarget,
+/// Read `path` until `facts` of the answer equal `want` or `deadline` passes;
+/// then record a mismatch.
+async fn until_equal<T: PartialEq + std::fmt::Debug>(
+    http: &Client,
     path: &str,
-) -> Result<(StatusCode, Value), VerifyError> {
-    let err = |detail: String| VerifyError::Edge {
-        url: edge.url.clone(),
-        detail,
-    };
-    let req = Request::get(format!("{}{path}", edge.url.trim_end_matches('/')))
-        .header("authorization", format!("Bearer {}", edge.api_key))
-        .body(Empty::new())
-        .map_err(|e| err(e.to_string()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), http.request(req))
-        .await
-        .map_err(|_| err(format!("GET {path} timed out")))?
-        .map_err(|e| err(format!("GET {path}: {e}")))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| err(e.to_string()))?
-        .to_bytes();
-    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Ok((status, json))
+    want: &T,
+    facts: impl Fn(StatusCode, &Value) -> T,
+    deadline: Instant,
+    violations: &mut Vec<Violation>,
+) -> Result<(), VerifyError> {
+    loop {
+        let (status, body) = get(http, path).await?;
+        let got = facts(status, &body);
+        if got == *want {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            violations.push(Violation::EdgeMismatch {
+                edge: http.base().to_owned(),
+                path: path.to_owned(),
+                detail: format!("edge {status} {got:?}, shard {want:?}"),
+            });
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn dec(v: &Value) -> Option<Decimal> {
@@ -150,7 +152,7 @@ pub(super) async fn compare(
     wait: Duration,
     violations: &mut Vec<Violation>,
 ) -> Result<usize, VerifyError> {
-    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let http = Client::new(&edge.url, &edge.api_key, Duration::from_secs(10));
     let deadline = Instant::now() + wait;
     let mut reads = 0;
     let mut merchants = BTreeSet::new();
@@ -161,49 +163,25 @@ pub(super) async fn compare(
         };
         let path = format!("/v1/merchants/{merchant}/payments/{payment}");
         let want = shard_payment(world, merchant, *payment).await?;
-        loop {
-            let (status, body) = get(&http, edge, &path).await?;
-            let got = (status == StatusCode::OK)
-                .then(|| payment_facts(&body))
-                .flatten();
-            if got == want {
-                break;
-            }
-            if Instant::now() >= deadline {
-                violations.push(Violation::EdgeMismatch {
-                    edge: edge.url.clone(),
-                    path: path.clone(),
-                    detail: format!("edge {status} {got:?}, shard {want:?}"),
-                });
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let facts = |status: StatusCode, body: &Value| {
+            (status == StatusCode::OK)
+                .then(|| payment_facts(body))
+                .flatten()
+        };
+        until_equal(&http, &path, &want, facts, deadline, violations).await?;
         reads += 1;
     }
     for m in merchants {
         let path = format!("/v1/merchants/{m}/balance");
         let want = shard_balances(world, &m).await?;
-        loop {
-            let (status, body) = get(&http, edge, &path).await?;
-            let got = if status == StatusCode::OK {
-                balance_facts(&body).unwrap_or_default()
+        let facts = |status: StatusCode, body: &Value| {
+            if status == StatusCode::OK {
+                balance_facts(body).unwrap_or_default()
             } else {
                 BalanceFacts::new()
-            };
-            if got == want {
-                break;
             }
-            if Instant::now() >= deadline {
-                violations.push(Violation::EdgeMismatch {
-                    edge: edge.url.clone(),
-                    path: path.clone(),
-                    detail: format!("edge {status} {got:?}, shard {want:?}"),
-                });
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        until_equal(&http, &path, &want, facts, deadline, violations).await?;
         reads += 1;
     }
     Ok(reads)
