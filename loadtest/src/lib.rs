@@ -6,10 +6,11 @@
 //! [`run`]ner with HDR latency histograms, the [`workload`] (onboarding,
 //! authorize, capture, partial refunds, voids, router and edge reads, Zipf
 //! merchant popularity, deliberate idempotent retries), the JSON report, and the
-//! end-of-run [`verify`]er. Fault injection, the HTML report and baseline
-//! comparison are not built yet.
+//! end-of-run [`verify`]er, and the HTML report ([`html`]). Fault injection and
+//! baseline comparison are not built yet.
 
 pub mod events;
+pub mod html;
 pub mod http;
 pub mod run;
 pub mod scenario;

@@ -341,7 +341,7 @@ fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Write `report.json` into `dir` (created).
+/// Write `report.json` and `report.html` into `dir` (created).
 pub fn write_report(dir: &Path, report: &RunReport) -> Result<PathBuf, RunError> {
     let err = |path: &Path| {
         let path = path.to_owned();
@@ -353,5 +353,7 @@ pub fn write_report(dir: &Path, report: &RunReport) -> Result<PathBuf, RunError>
         .map_err(|e| std::io::Error::other(e.to_string()))
         .map_err(err(&path))?;
     std::fs::write(&path, json).map_err(err(&path))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, crate::html::render(report)).map_err(err(&html))?;
     Ok(path)
 }

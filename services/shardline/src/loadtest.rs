@@ -194,7 +194,7 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
     };
     let path = run::write_report(&a.out.join(&run_name), &report)?;
     print_summary(&report);
-    println!("report: {}", path.display());
+    println!("report: {} (and report.html beside it)", path.display());
     if report.passed {
         Ok(())
     } else {
