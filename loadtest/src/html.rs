@@ -289,6 +289,27 @@ pub fn render(r: &RunReport) -> String {
             h.push_str(r#"<p class="fail">Moves did not settle within settle_s.</p>"#);
         }
     }
+    if let Some(b) = &r.baseline {
+        let _ = write!(
+            h,
+            "<h2>Against baseline</h2><p>{} (tolerance {:.0} %)</p><table><tr><th>op</th><th>metric</th><th>baseline</th><th>now</th><th></th></tr>",
+            esc(&b.baseline),
+            b.tolerance * 100.0
+        );
+        for c in &b.changes {
+            let _ = write!(
+                h,
+                r#"<tr><td class="l">{}</td><td class="l">{}</td><td>{:.2}</td><td>{:.2}</td><td class="l{}">{}</td></tr>"#,
+                esc(&c.op),
+                c.metric,
+                c.baseline,
+                c.now,
+                if c.regression { " fail" } else { "" },
+                if c.regression { "REGRESSION" } else { "" }
+            );
+        }
+        h.push_str("</table>");
+    }
     let c = &r.verifier.checked;
     let _ = write!(
         h,
@@ -345,66 +366,7 @@ mod tests {
         assert_eq!(nice(500.0), 500.0);
     }
 
-    fn report(passed: bool) -> RunReport {
-        use crate::events::{Action, EventOutcome};
-        use crate::scenario::Scenario;
-        use crate::stats::Stats;
-        use crate::verify::{Checked, Report, Violation};
-        let mut stats = Stats::new();
-        for sec in 0..10u64 {
-            for i in 0..5u64 {
-                let ms = std::time::Duration::from_millis(2 + i + sec);
-                stats.record(OpKind::Authorize, sec, ms, None);
-                stats.record(
-                    OpKind::ReadEdge,
-                    sec,
-                    ms,
-                    (i == 0 && sec == 4).then(|| (true, "timeout".into())),
-                );
-            }
-        }
-        let elapsed = std::time::Duration::from_secs(10);
-        let mut scenario = Scenario::load("move-under-load").unwrap();
-        scenario.duration_s = 10;
-        RunReport {
-            scenario,
-            router_url: "http://127.0.0.1:8080".into(),
-            edge_urls: vec!["http://127.0.0.1:8090".into()],
-            seed: 7,
-            started_at: "2026-11-29T20:00:00Z".into(),
-            elapsed_s: 10.0,
-            operations: 100,
-            errors: 1,
-            ops: stats.summaries(elapsed),
-            timeline: stats.timeline(),
-            retry_mismatches: Vec::new(),
-            events: vec![EventOutcome {
-                at_s: 3,
-                action: Action::MoveHottest,
-                finished_s: 4.5,
-                move_id: Some("m1".into()),
-                result: "done".into(),
-                phase_ms: serde_json::json!({"pause_ms": 40.0}),
-            }],
-            settled: true,
-            resolved_unknown: 0,
-            unresolved_unknown: Vec::new(),
-            verifier: Report {
-                violations: if passed {
-                    Vec::new()
-                } else {
-                    vec![Violation::Orphan {
-                        shard: "s1".into(),
-                        object: "slot".into(),
-                        name: "<evil>".into(),
-                    }]
-                },
-                checked: Checked::default(),
-                unacked: Vec::new(),
-            },
-            passed,
-        }
-    }
+    use crate::testing::report;
 
     #[test]
     fn the_page_has_charts_events_and_the_verdict() {

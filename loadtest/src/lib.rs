@@ -9,6 +9,7 @@
 //! end-of-run [`verify`]er, and the HTML report ([`html`]). Fault injection and
 //! baseline comparison are not built yet.
 
+pub mod baseline;
 pub mod events;
 pub mod html;
 pub mod http;
@@ -18,3 +19,6 @@ pub mod stats;
 pub mod verify;
 pub mod workload;
 pub mod zipf;
+
+#[cfg(test)]
+mod testing;

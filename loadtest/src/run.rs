@@ -74,6 +74,8 @@ pub struct RunReport {
     pub unresolved_unknown: Vec<Value>,
     pub verifier: Report,
     pub passed: bool,
+    /// Against `--baseline` (set by the caller after the run).
+    pub baseline: Option<crate::baseline::Comparison>,
 }
 
 /// Create the merchant population (before the clock starts).
@@ -334,6 +336,7 @@ pub async fn run(
         unresolved_unknown,
         verifier,
         passed,
+        baseline: None,
     })
 }
 

@@ -61,6 +61,12 @@ pub struct LoadtestArgs {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// An earlier report.json to compare with: regressions are flagged.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Relative change that counts as a regression (0.2 = 20 %).
+    #[arg(long, default_value_t = 0.2)]
+    pub tolerance: f64,
 }
 
 fn scenario(a: &LoadtestArgs) -> Result<Scenario, ConfigError> {
@@ -139,6 +145,16 @@ fn endpoints(a: &LoadtestArgs) -> Result<Endpoints, ConfigError> {
 
 pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
     let sc = scenario(&a)?;
+    if !(0.0..=10.0).contains(&a.tolerance) {
+        return Err(ConfigError::new("tolerance", "must be within 0..=10").into());
+    }
+    let baseline = match &a.baseline {
+        Some(p) => Some(
+            shardline_loadtest::baseline::load(p)
+                .map_err(|e| ConfigError::new("baseline", e.to_string()))?,
+        ),
+        None => None,
+    };
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -153,7 +169,7 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     );
-    let report = if a.local {
+    let mut report = if a.local {
         let tmp = tempfile::tempdir().context("creating a temporary directory")?;
         let cfg = UpConfig {
             dir: tmp.path().join("cluster"),
@@ -192,6 +208,14 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
         );
         run::run(&sc, &ep, seed, !a.quiet, &cancel).await?
     };
+    if let (Some(b), Some(p)) = (&baseline, &a.baseline) {
+        report.baseline = Some(shardline_loadtest::baseline::compare(
+            &p.display().to_string(),
+            b,
+            &report,
+            a.tolerance,
+        ));
+    }
     let path = run::write_report(&a.out.join(&run_name), &report)?;
     print_summary(&report);
     println!("report: {} (and report.html beside it)", path.display());
@@ -261,6 +285,21 @@ fn print_summary(r: &run::RunReport) {
     }
     if !r.settled {
         println!("  moves did not settle within {} s", r.scenario.settle_s);
+    }
+    if let Some(c) = &r.baseline {
+        let regressions: Vec<_> = c.regressions().collect();
+        println!(
+            "against {}: {} regression(s) beyond {:.0} %",
+            c.baseline,
+            regressions.len(),
+            c.tolerance * 100.0
+        );
+        for g in regressions {
+            println!(
+                "  REGRESSION {} {}: {:.2} -> {:.2}",
+                g.op, g.metric, g.baseline, g.now
+            );
+        }
     }
     for v in &r.verifier.violations {
         println!(
