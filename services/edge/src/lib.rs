@@ -199,6 +199,32 @@ impl Edge {
         }
         Ok(())
     }
+
+    /// Crash the edge: abort its tasks at whatever await point they are (no
+    /// graceful shutdown, an apply may be cut between messages) and release the
+    /// store. What a restart must survive, short of killing the process.
+    pub async fn kill(self) {
+        let Edge {
+            shared, app, tasks, ..
+        } = self;
+        drop(app);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        // An apply already inside `spawn_blocking` runs to its commit (or not at
+        // all) and then lets go of the store; wait for that, so a restart can
+        // open the file. redb commits are atomic either way.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&shared) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&shared) > 1 {
+            tracing::warn!("edge killed, but its store is still referenced after 10 s");
+        }
+    }
 }
 
 /// Run an edge until `shutdown`.

@@ -287,7 +287,12 @@ async fn edge_equals_shards_after_replicator_nats_and_edge_restarts_during_write
     tokio::time::sleep(pause).await;
     f.nats.restart().await.expect("nats restart");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // 3. stop the edge and restart it on its store
+    // 3. crash the edge (tasks aborted mid-apply) and restart it on its store;
+    //    then once more with a graceful stop
+    f.kill_edge().await;
+    tokio::time::sleep(pause).await;
+    f.start_edge().await;
+    tokio::time::sleep(pause).await;
     f.stop_edge().await;
     tokio::time::sleep(pause).await;
     f.start_edge().await;

@@ -226,6 +226,13 @@ impl Fixture {
         }
     }
 
+    /// Crash the edge (tasks aborted mid-flight, no graceful shutdown).
+    pub async fn kill_edge(&mut self) {
+        if let Some((_token, edge)) = self.edge.take() {
+            edge.kill().await;
+        }
+    }
+
     /// Stop the edge, the replicators and the router before the servers go (a
     /// connected walsender makes PostgreSQL's shutdown slow).
     pub async fn close(mut self) {
