@@ -137,8 +137,14 @@ async fn the_verifier_compares_edges_with_shards_and_reports_a_stale_edge() {
     assert_eq!(report.violations.len(), 1, "{:#?}", report.violations);
     match &report.violations[0] {
         Violation::EdgeMismatch { path, detail, .. } => {
-            assert_eq!(path, &format!("/v1/merchants/{merchant}/payments/{payment}"));
-            assert!(detail.contains("voided") && detail.contains("authorized"), "{detail}");
+            assert_eq!(
+                path,
+                &format!("/v1/merchants/{merchant}/payments/{payment}")
+            );
+            assert!(
+                detail.contains("voided") && detail.contains("authorized"),
+                "{detail}"
+            );
         }
         v => panic!("expected an edge mismatch, got {v:?}"),
     }
