@@ -472,22 +472,9 @@ pub async fn run(cfg: EdgeBenchConfig) -> anyhow::Result<()> {
         eprintln!("store reads: {} rows, one thread", cfg.rows);
         let res =
             super::edge_store::run(tmp.path(), cfg.rows as usize, cfg.rounds, cfg.seconds).await?;
-        let mut j = res.json();
-        for name in res.names {
-            if let Some(o) = j[name].as_object_mut() {
-                // One thread, no per-read timing: only the rate means something.
-                o.remove("p50_us");
-                o.remove("p99_us");
-            }
-        }
-        j["rows"] = cfg.rows.into();
-        report["store_reads"] = j;
+        report["store_reads"] = super::edge_store::report(&res, cfg.rows);
         if !cfg.json {
-            println!(
-                "edge store point reads in process ({} rows, one thread)",
-                cfg.rows
-            );
-            res.print("variant", "reads/s");
+            super::edge_store::print(&res, cfg.rows);
         }
     }
     if cfg.has(Part::Latency) || cfg.has(Part::Http) {

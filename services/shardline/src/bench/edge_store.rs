@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use redb::{ReadableDatabase, TableDefinition};
+use serde_json::json;
 use shardline_edge::store::{Store, row_key};
 use shardline_replicator::wire::{Op, RowChange, Transaction, Value};
 
@@ -173,4 +174,32 @@ pub async fn run(dir: &Path, rows: usize, rounds: u32, seconds: u32) -> anyhow::
         },
     )
     .await
+}
+
+/// `{"<baseline>": {per_s}, "<candidate>": {per_s}, "ratio", "rows"}` (one
+/// thread, no per-read timing: only the rates mean something).
+pub fn report(res: &AbResult, rows: u32) -> serde_json::Value {
+    json!({
+        res.names[0]: {"per_s": res.baseline.per_sec()},
+        res.names[1]: {"per_s": res.candidate.per_sec()},
+        "ratio": res.ratio(),
+        "rows": rows,
+    })
+}
+
+pub fn print(res: &AbResult, rows: u32) {
+    println!("edge store point reads in process ({rows} rows, one thread; goal >= 1M reads/s)");
+    println!("  {:<34} {:>12}", "variant", "reads/s");
+    println!(
+        "  {:<34} {:>12.0}",
+        format!("{} (baseline)", res.names[0]),
+        res.baseline.per_sec()
+    );
+    println!("  {:<34} {:>12.0}", res.names[1], res.candidate.per_sec());
+    println!(
+        "  ratio {}/{}: {:.3}x",
+        res.names[1],
+        res.names[0],
+        res.ratio()
+    );
 }
