@@ -184,4 +184,7 @@ pub enum BenchCommand {
     /// Online moves of one range round three shards under open-loop router load:
     /// write pause, client latency during vs outside moves, copy vs plain COPY.
     Move(crate::bench::moves::MoveBenchArgs),
+    /// Edge replication and reads: commit -> edge applied under router writes vs
+    /// a JetStream publish+ack, Store::get vs raw redb, edge vs router HTTP reads.
+    Edge(crate::bench::edge::EdgeBenchArgs),
 }

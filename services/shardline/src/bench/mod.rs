@@ -2,6 +2,8 @@
 //! ratio. Speed goals live here, never in tests.
 
 pub mod cluster;
+pub mod edge;
+pub mod edge_store;
 pub mod fencing;
 pub mod move_data;
 pub mod moves;
@@ -20,6 +22,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Fencing(a) => fencing::run(fencing::FencingConfig::from_args(a)?).await,
         BenchCommand::Router(a) => router::run(router::RouterBenchConfig::from_args(a)?).await,
         BenchCommand::Move(a) => moves::run(moves::MoveBenchConfig::from_args(a)?).await,
+        BenchCommand::Edge(a) => edge::run(edge::EdgeBenchConfig::from_args(a)?).await,
     }
 }
 
