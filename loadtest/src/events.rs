@@ -2,6 +2,9 @@
 //! through the rebalancer's admin API. Each event's outcome (move id, final
 //! state, phase timings) goes into the report, on the run's time axis.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +22,23 @@ pub enum Action {
     /// Split the map down to the most popular merchant's key, then move that
     /// one-merchant range likewise.
     IsolateHottest,
+    /// SIGKILL shard `shard`'s PostgreSQL (1-based), restart it after `down_s`
+    /// (crash recovery). Needs a system the loadtest controls (`--local`).
+    KillShard,
+    /// SIGKILL NATS, restart it on its store after `down_s` (`--local`).
+    KillNats,
 }
+
+/// A fault the loadtest can inject into a system it controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    KillShard { index: usize, down: Duration },
+    KillNats { down: Duration },
+}
+
+/// Injects faults; provided by whoever started the system (`--local`).
+pub type Injector =
+    Arc<dyn Fn(Fault) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +46,30 @@ pub struct Event {
     /// Seconds after the load starts.
     pub at_s: u64,
     pub action: Action,
+    /// `kill_shard`: which shard, 1-based (default 1).
+    #[serde(default)]
+    pub shard: Option<usize>,
+    /// `kill_*`: seconds down before the restart (default 3).
+    #[serde(default)]
+    pub down_s: Option<u64>,
+}
+
+impl Event {
+    pub fn is_fault(&self) -> bool {
+        matches!(self.action, Action::KillShard | Action::KillNats)
+    }
+
+    fn fault(&self) -> Option<Fault> {
+        let down = Duration::from_secs(self.down_s.unwrap_or(3));
+        match self.action {
+            Action::KillShard => Some(Fault::KillShard {
+                index: self.shard.unwrap_or(1).saturating_sub(1),
+                down,
+            }),
+            Action::KillNats => Some(Fault::KillNats { down }),
+            _ => None,
+        }
+    }
 }
 
 /// What happened.
@@ -95,7 +138,7 @@ async fn run_one(
     hottest: &MerchantId,
 ) -> Result<(String, String, Value), EventError> {
     let range_id = match action {
-        Action::MoveHottest => None,
+        Action::MoveHottest | Action::KillShard | Action::KillNats => None,
         Action::IsolateHottest => {
             let r = ok(
                 "isolate",
@@ -145,10 +188,11 @@ async fn run_one(
     }
 }
 
-/// Run `events` (sorted by time) against the admin API; `hottest` is the
-/// merchant with the largest share of the load.
+/// Run `events` (sorted by time): moves against the admin API (`admin`), faults
+/// through `inject`; `hottest` is the merchant with the largest share of the load.
 pub async fn run(
-    admin: Client,
+    admin: Option<Client>,
+    inject: Option<Injector>,
     events: Vec<Event>,
     hottest: MerchantId,
     start: Instant,
@@ -156,9 +200,17 @@ pub async fn run(
     let mut out = Vec::new();
     for e in events {
         tokio::time::sleep_until((start + Duration::from_secs(e.at_s)).into()).await;
-        let (move_id, result, phase_ms) = match run_one(&admin, e.action, &hottest).await {
-            Ok((id, state, phases)) => ((!id.is_empty()).then_some(id), state, phases),
-            Err(err) => (None, format!("error: {err}"), Value::Null),
+        let (move_id, result, phase_ms) = match (e.fault(), &admin, &inject) {
+            (Some(f), _, Some(inject)) => match inject(f).await {
+                Ok(()) => (None, "restarted".to_owned(), Value::Null),
+                Err(err) => (None, format!("error: {err}"), Value::Null),
+            },
+            (Some(_), _, None) => (None, "error: no fault injector".to_owned(), Value::Null),
+            (None, Some(admin), _) => match run_one(admin, e.action, &hottest).await {
+                Ok((id, state, phases)) => ((!id.is_empty()).then_some(id), state, phases),
+                Err(err) => (None, format!("error: {err}"), Value::Null),
+            },
+            (None, None, _) => (None, "error: no rebalancer URL".to_owned(), Value::Null),
         };
         out.push(EventOutcome {
             at_s: e.at_s,

@@ -40,8 +40,12 @@ pub struct Endpoints {
 pub enum RunError {
     #[error("setting up merchants: {0}")]
     Setup(String),
-    #[error("scenario {0} has events but no rebalancer URL was given")]
+    #[error("scenario {0} has move events but no rebalancer URL was given")]
     NoRebalancer(String),
+    #[error(
+        "scenario {0} injects faults: run it with --local (the loadtest must control the system)"
+    )]
+    NoInjector(String),
     #[error("verifier: {0}")]
     Verify(#[from] verify::VerifyError),
     #[error("writing the report to {path}: {source}")]
@@ -183,17 +187,22 @@ fn write_of(path: &str, body: &Value) -> Option<Write> {
 pub async fn run(
     sc: &Scenario,
     ep: &Endpoints,
+    inject: Option<events::Injector>,
     seed: u64,
     progress: bool,
     cancel: &CancellationToken,
 ) -> Result<RunReport, RunError> {
     let started_at = chrono_now();
     let timeout = sc.request_timeout();
-    let admin = match (&ep.rebalancer_url, sc.events.is_empty()) {
+    let moves = sc.events.iter().any(|e| !e.is_fault());
+    let admin = match (&ep.rebalancer_url, moves) {
         (Some(u), _) => Some(Client::new(u, &ep.api_key, Duration::from_secs(30))),
-        (None, true) => None,
-        (None, false) => return Err(RunError::NoRebalancer(sc.name.clone())),
+        (None, false) => None,
+        (None, true) => return Err(RunError::NoRebalancer(sc.name.clone())),
     };
+    if inject.is_none() && sc.events.iter().any(events::Event::is_fault) {
+        return Err(RunError::NoInjector(sc.name.clone()));
+    }
     let router = Client::new(&ep.router_url, &ep.api_key, timeout);
     let edges: Vec<Client> = ep
         .edge_urls
@@ -210,14 +219,17 @@ pub async fn run(
     let mut rng = StdRng::seed_from_u64(seed);
     let start = Instant::now();
     // The most popular merchant (Zipf rank 0) is the subject of move events.
-    let event_task = admin
-        .clone()
-        .filter(|_| !sc.events.is_empty())
-        .map(|admin| {
-            let mut evs = sc.events.clone();
-            evs.sort_by_key(|e| e.at_s);
-            tokio::spawn(events::run(admin, evs, merchants[0].id, start))
-        });
+    let event_task = (!sc.events.is_empty()).then(|| {
+        let mut evs = sc.events.clone();
+        evs.sort_by_key(|e| e.at_s);
+        tokio::spawn(events::run(
+            admin.clone(),
+            inject.clone(),
+            evs,
+            merchants[0].id,
+            start,
+        ))
+    });
     let interval = Duration::from_secs_f64(1.0 / f64::from(sc.rate));
     let total = u64::from(sc.rate) * sc.duration_s;
     let mut tasks = tokio::task::JoinSet::new();
@@ -359,4 +371,33 @@ pub fn write_report(dir: &Path, report: &RunReport) -> Result<PathBuf, RunError>
     let html = dir.join("report.html");
     std::fs::write(&html, crate::html::render(report)).map_err(err(&html))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fault_scenarios_need_an_injector_and_move_scenarios_a_rebalancer() {
+        let ep = Endpoints {
+            router_url: "http://127.0.0.1:9".into(),
+            edge_urls: Vec::new(),
+            catalog_url: "postgres://127.0.0.1:9/x".into(),
+            rebalancer_url: None,
+            api_key: "k".into(),
+        };
+        let cancel = CancellationToken::new();
+        for (name, want) in [
+            ("failover", "--local"),
+            ("nats-restart", "--local"),
+            ("move-under-load", "rebalancer"),
+        ] {
+            let sc = Scenario::load(name).unwrap();
+            let e = run(&sc, &ep, None, 1, false, &cancel)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{name}: {e}");
+        }
+    }
 }

@@ -7,11 +7,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Shipped presets: name -> TOML.
-pub const PRESETS: [(&str, &str); 2] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     (
         "move-under-load",
         include_str!("../scenarios/move-under-load.toml"),
+    ),
+    ("failover", include_str!("../scenarios/failover.toml")),
+    (
+        "nats-restart",
+        include_str!("../scenarios/nats-restart.toml"),
     ),
 ];
 

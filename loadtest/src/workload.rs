@@ -165,10 +165,10 @@ impl MerchantState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    /// A definite refusal (4xx other than the expected ones, 503 after holds).
+    /// A definite refusal (a 4xx other than the expected ones).
     Failed(String),
     /// The client cannot know whether the write happened (timeout, connection
-    /// error, 5xx other than 503).
+    /// error, any 5xx).
     Unknown(String),
 }
 
@@ -196,9 +196,13 @@ fn amount<R: Rng + ?Sized>(rng: &mut R, currency: Currency) -> Decimal {
 fn classify(r: &Result<Reply, HttpError>, ok: &[u16]) -> Outcome {
     match r {
         Ok(rep) if ok.contains(&rep.status.as_u16()) => Outcome::Ok,
-        Ok(rep) if rep.status.is_server_error() && rep.status.as_u16() != 503 => {
-            Outcome::Unknown(format!("http {}", rep.status.as_u16()))
-        }
+        // A 5xx (503 included: a shard that went down mid-commit) leaves the
+        // outcome open; writes are settled later by replaying their key.
+        Ok(rep) if rep.status.is_server_error() => Outcome::Unknown(format!(
+            "http {} {}",
+            rep.status.as_u16(),
+            rep.body["code"].as_str().unwrap_or("")
+        )),
         Ok(rep) => Outcome::Failed(format!(
             "http {} {}",
             rep.status.as_u16(),

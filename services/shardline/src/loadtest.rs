@@ -5,9 +5,11 @@
 //! violation.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use shardline_loadtest::events::{Fault, Injector};
 use shardline_loadtest::run::{self, Endpoints};
 use shardline_loadtest::scenario::Scenario;
 use tokio_util::sync::CancellationToken;
@@ -184,21 +186,29 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
         let stack = LocalStack::boot(&cfg).await?;
         let services_stop = CancellationToken::new();
         let services = Services::start(&stack, cfg.edges, &services_stop).await?;
+        let admin_key = stack.admin_key.clone();
+        let catalog_url = stack.description.catalog_url.clone();
+        let stack = Arc::new(tokio::sync::Mutex::new(stack));
+        let inject = injector(stack.clone());
         let ep = Endpoints {
             router_url: services.router_url.clone(),
             edge_urls: services.edge_urls.clone(),
-            catalog_url: stack.description.catalog_url.clone(),
+            catalog_url,
             rebalancer_url: Some(services.rebalancer_url.clone()),
-            api_key: stack.admin_key.clone(),
+            api_key: admin_key,
         };
         eprintln!(
             "loadtest: {} for {} s at {}/s (seed {seed}); router {}",
             sc.name, sc.duration_s, sc.rate, ep.router_url
         );
-        let r = run::run(&sc, &ep, seed, !a.quiet, &cancel).await;
+        let r = run::run(&sc, &ep, Some(inject), seed, !a.quiet, &cancel).await;
         services_stop.cancel();
         services.join().await;
-        stack.shutdown().await;
+        match Arc::try_unwrap(stack) {
+            Ok(s) => s.into_inner().shutdown().await,
+            // Still shared (a fault in progress): dropping stops every server.
+            Err(s) => drop(s),
+        }
         r?
     } else {
         let ep = endpoints(&a)?;
@@ -206,7 +216,7 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
             "loadtest: {} for {} s at {}/s (seed {seed}); router {}",
             sc.name, sc.duration_s, sc.rate, ep.router_url
         );
-        run::run(&sc, &ep, seed, !a.quiet, &cancel).await?
+        run::run(&sc, &ep, None, seed, !a.quiet, &cancel).await?
     };
     if let (Some(b), Some(p)) = (&baseline, &a.baseline) {
         report.baseline = Some(shardline_loadtest::baseline::compare(
@@ -310,4 +320,32 @@ fn print_summary(r: &run::RunReport) {
     for m in &r.retry_mismatches {
         println!("  replay mismatch: {m}");
     }
+}
+
+/// Faults on the local system: SIGKILL a shard's PostgreSQL or NATS, wait, and
+/// restart it on its data (crash recovery).
+fn injector(stack: Arc<tokio::sync::Mutex<LocalStack>>) -> Injector {
+    Arc::new(move |fault: Fault| {
+        let stack = stack.clone();
+        Box::pin(async move {
+            let mut st = stack.lock().await;
+            match fault {
+                Fault::KillShard { index, down } => {
+                    let n = st.shards.len();
+                    let pg = st
+                        .shards
+                        .get_mut(index)
+                        .ok_or_else(|| format!("no shard {} (the system has {n})", index + 1))?;
+                    pg.kill();
+                    tokio::time::sleep(down).await;
+                    pg.restart().await.map_err(|e| e.to_string())
+                }
+                Fault::KillNats { down } => {
+                    st.nats.kill();
+                    tokio::time::sleep(down).await;
+                    st.nats.restart().await.map_err(|e| e.to_string())
+                }
+            }
+        })
+    })
 }
