@@ -224,21 +224,7 @@ impl Engine {
             .bind(m.range_id)
             .fetch_one(&self.catalog)
             .await?;
-        sqlx::query(
-            "INSERT INTO range_events (shard_key, event_id, kind, range_id, start_key, end_key,
-                                       epoch, move_id, source_shard, target_shard)
-             VALUES ($1, $2, 'cutover_marker', $3, $1, $4, $5, $6, $7, $8)",
-        )
-        .bind(m.start_key)
-        .bind(event_id)
-        .bind(m.range_id)
-        .bind(m.end_key)
-        .bind(epoch)
-        .bind(m.id)
-        .bind(&m.source_shard)
-        .bind(&m.target_shard)
-        .execute(&src.pool)
-        .await?;
+        insert_range_event(&src.pool, m, "cutover_marker", event_id, epoch).await?;
         let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
             .fetch_one(&src.pool)
             .await?;
@@ -299,21 +285,7 @@ impl Engine {
             .bind(new_epoch)
             .execute(&mut *dtx)
             .await?;
-        sqlx::query(
-            "INSERT INTO range_events (shard_key, event_id, kind, range_id, start_key, end_key,
-                                       epoch, move_id, source_shard, target_shard)
-             VALUES ($1, $2, 'moved_in', $3, $1, $4, $5, $6, $7, $8)",
-        )
-        .bind(m.start_key)
-        .bind(Uuid::now_v7())
-        .bind(m.range_id)
-        .bind(m.end_key)
-        .bind(new_epoch)
-        .bind(m.id)
-        .bind(&m.source_shard)
-        .bind(&m.target_shard)
-        .execute(&mut *dtx)
-        .await?;
+        insert_range_event(&mut *dtx, m, "moved_in", Uuid::now_v7(), new_epoch).await?;
         dtx.commit().await?;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let pause = t0.elapsed();
@@ -354,4 +326,33 @@ impl Engine {
         tracing::info!(move_id = %m.id, pause_ms = ms(pause), epoch = new_epoch, "range switched");
         Ok(())
     }
+}
+
+/// A `range_events` row of move `m` (`kind` is `cutover_marker` or `moved_in`).
+/// Its shard key is the range's start key, so the move's row-filtered publication
+/// and the shard's CDC stream both carry it.
+async fn insert_range_event<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
+    m: &MoveRow,
+    kind: &str,
+    event_id: Uuid,
+    epoch: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO range_events (shard_key, event_id, kind, range_id, start_key, end_key,
+                                   epoch, move_id, source_shard, target_shard)
+         VALUES ($1, $2, $3, $4, $1, $5, $6, $7, $8, $9)",
+    )
+    .bind(m.start_key)
+    .bind(event_id)
+    .bind(kind)
+    .bind(m.range_id)
+    .bind(m.end_key)
+    .bind(epoch)
+    .bind(m.id)
+    .bind(&m.source_shard)
+    .bind(&m.target_shard)
+    .execute(exec)
+    .await?;
+    Ok(())
 }

@@ -70,6 +70,16 @@ pub struct ShardInfo {
     pub state: ShardState,
 }
 
+impl ShardInfo {
+    /// An active shard.
+    pub fn active(id: ShardId) -> Self {
+        ShardInfo {
+            id,
+            state: ShardState::Active,
+        }
+    }
+}
+
 /// An unfinished row of `moves` (state not `done`/`aborted`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveInFlight {

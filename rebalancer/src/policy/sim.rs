@@ -132,10 +132,7 @@ impl Sim {
             config,
             shards: shards
                 .iter()
-                .map(|s| ShardInfo {
-                    id: s.clone(),
-                    state: ShardState::Active,
-                })
+                .map(|s| ShardInfo::active(s.clone()))
                 .collect(),
             map,
             merchants,

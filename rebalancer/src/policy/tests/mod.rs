@@ -94,10 +94,7 @@ fn steady(map: RangeMap, shards: &[ShardId], rates: &[RangeRate], intervals: i64
         map,
         shards: shards
             .iter()
-            .map(|s| ShardInfo {
-                id: s.clone(),
-                state: ShardState::Active,
-            })
+            .map(|s| ShardInfo::active(s.clone()))
             .collect(),
         samples,
         in_flight: Vec::new(),
