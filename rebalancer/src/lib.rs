@@ -12,10 +12,12 @@
 //! catalog and activates the target. See docs/moves.md.
 //!
 //! [`policy`] is the autonomous policy: a pure function from load history, the
-//! range map and moves in flight to decisions (docs/rebalancer.md). The loop
-//! that runs it against the catalog is not built yet.
+//! range map and moves in flight to decisions (docs/rebalancer.md);
+//! [`autopilot`] is the loop the leader runs: it reads the catalog every
+//! interval, stores every decision and executes the taken ones.
 
 pub mod admin;
+pub mod autopilot;
 mod engine;
 mod model;
 pub mod ops;

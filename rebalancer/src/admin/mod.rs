@@ -1,7 +1,8 @@
 //! The rebalancer's admin API (default 127.0.0.1:8070, admin API keys only):
 //! the range map and shards as the catalog holds them, moves (plan, list, inspect
 //! with phase timings and events, abort) and range-map operations (split, merge,
-//! isolate a merchant). Every error is problem+json with a stable `code`.
+//! isolate a merchant) and the policy's controls (mode, decisions). Every error
+//! is problem+json with a stable `code`.
 //!
 //! The API only writes intent to the catalog (a `planned` move, an abort request,
 //! a split or merge, each one catalog transaction); the leader engine drives the
@@ -27,6 +28,7 @@ use tower_http::trace::TraceLayer;
 use crate::model::Error;
 
 mod handlers;
+mod policy;
 mod views;
 
 pub use views::{MoveEventView, MoveView, ShardView};
@@ -149,6 +151,11 @@ pub fn app(state: AdminState) -> Router {
         .route("/v1/moves", get(handlers::list_moves).post(handlers::create_move))
         .route("/v1/moves/{id}", get(handlers::get_move))
         .route("/v1/moves/{id}/abort", post(handlers::abort_move))
+        .route("/v1/policy", get(policy::get_policy))
+        .route("/v1/policy/pause", post(policy::pause))
+        .route("/v1/policy/resume", post(policy::resume))
+        .route("/v1/policy/dry-run", post(policy::dry_run))
+        .route("/v1/decisions", get(policy::decisions))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
         .layer(

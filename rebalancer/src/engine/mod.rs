@@ -96,6 +96,9 @@ pub struct Config {
     /// lost) is run again, with backoff, for up to this long before the failure
     /// counts (steps are idempotent).
     pub transient_retry_for: Duration,
+    /// The autonomous policy loop, run by the leader beside the moves; `None`
+    /// (the default here) runs moves only. `shardline rebalancer` turns it on.
+    pub policy: Option<crate::autopilot::LoopConfig>,
 }
 
 impl Config {
@@ -115,6 +118,7 @@ impl Config {
             delete_batch: 5000,
             shard_pool_size: 8,
             transient_retry_for: Duration::from_secs(120),
+            policy: None,
         }
     }
 }

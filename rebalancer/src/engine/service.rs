@@ -131,6 +131,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         }
     };
     tracing::info!("rebalancer engine is the leader");
+    // The policy loop runs only while this engine leads; it stops with it.
+    let policy_stop = shutdown.child_token();
+    let _stop_policy = policy_stop.clone().drop_guard();
+    if let Some(cfg) = config.policy.clone() {
+        match crate::autopilot::PolicyLoop::new(catalog.clone(), cfg) {
+            Ok(l) => {
+                tokio::spawn(l.run(policy_stop));
+            }
+            Err(e) => return Err(Error::Invalid(format!("policy configuration: {e}"))),
+        }
+    }
     let mut reconcile = true;
     while !shutdown.is_cancelled() {
         if reconcile {

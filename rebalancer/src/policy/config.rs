@@ -22,12 +22,13 @@ pub struct ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Length of one load interval (bucket). Router samples are summed per
-    /// interval; rates are per second over it. Default 60 s (six router flushes).
+    /// interval; rates are per second over it. Default 10 s (two router
+    /// flushes, which routers align to wall-clock multiples of their period).
     #[serde(with = "secs")]
     pub interval: Duration,
     /// How many complete intervals of history the load model reads; a shard
     /// must also be hot on average over this window to count as sustained
-    /// (filters oscillating load). Default 60 (one hour).
+    /// (filters oscillating load). Default 60 (ten minutes).
     pub history_intervals: u32,
     /// EWMA weight of the newest interval (0 < alpha <= 1). Default 0.3.
     pub ewma_alpha: f64,
@@ -83,7 +84,7 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
-            interval: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
             history_intervals: 60,
             ewma_alpha: 0.3,
             sustained_intervals: 3,
@@ -318,7 +319,7 @@ mod tests {
     fn json_round_trip_uses_seconds() {
         let c = PolicyConfig::default();
         let v = serde_json::to_value(&c).unwrap();
-        assert_eq!(v["interval"], 60);
+        assert_eq!(v["interval"], 10);
         assert_eq!(v["range_cooldown"], 900);
         let back: PolicyConfig = serde_json::from_value(v).unwrap();
         assert_eq!(back, c);

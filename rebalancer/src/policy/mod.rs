@@ -18,8 +18,8 @@
 //!
 //! Every round yields at least one decision (taken or declined), each with a
 //! stable [`Reason`] code, a sentence, and the [`Inputs`] that mattered. See
-//! docs/rebalancer.md. The loop that reads the catalog, runs `decide` each
-//! interval, stores decisions and executes taken ones is not built yet.
+//! docs/rebalancer.md. [`crate::autopilot`] is the loop that reads the catalog,
+//! runs `decide` each interval, stores decisions and executes taken ones.
 
 mod config;
 mod decision;
@@ -28,6 +28,8 @@ mod input;
 mod model;
 mod plan;
 pub mod sim;
+
+pub(crate) use model::size_of;
 
 #[cfg(test)]
 mod tests;

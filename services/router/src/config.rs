@@ -53,7 +53,7 @@ impl Config {
             hold_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             idempotency_cleanup_interval: Duration::from_secs(60),
-            load_flush_interval: Duration::from_secs(10),
+            load_flush_interval: Duration::from_secs(5),
             map_refresh_interval: Duration::from_secs(5),
             map_listen: true,
             request_timeout: Duration::from_secs(10),

@@ -202,14 +202,33 @@ impl LoadRecorder {
     }
 }
 
-/// Flush every `every` until shutdown, and once more at shutdown.
+/// Time from `now_ms` (Unix ms) to just after the next multiple of `every`.
+fn until_aligned(now_ms: u128, every: Duration) -> Duration {
+    let every_ms = every.as_millis().max(1);
+    let next = (now_ms / every_ms + 1) * every_ms + FLUSH_AFTER_BOUNDARY_MS;
+    Duration::from_millis(u64::try_from(next - now_ms).unwrap_or(0))
+}
+
+/// Flushes happen this long after a wall-clock multiple of the period, so the
+/// sample's `at` (the flush time) falls in the policy bucket after the one the
+/// counters cover, the same for every router.
+const FLUSH_AFTER_BOUNDARY_MS: u128 = 20;
+
+/// Flush every `every` until shutdown, and once more at shutdown. Flushes are
+/// aligned to wall-clock multiples of `every` (every router the same), so the
+/// rebalancer's load buckets each get the same number of samples per router.
 pub async fn flush_periodically(
     load: Arc<LoadRecorder>,
     catalog: PgPool,
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let first = tokio::time::Instant::now() + until_aligned(now_ms, every);
+    let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stop = tokio::select! {
@@ -229,6 +248,14 @@ pub async fn flush_periodically(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flushes_align_to_wall_clock_multiples() {
+        let five = Duration::from_secs(5);
+        assert_eq!(until_aligned(10_000, five), Duration::from_millis(5_020));
+        assert_eq!(until_aligned(12_345, five), Duration::from_millis(2_675));
+        assert_eq!(until_aligned(14_999, five), Duration::from_millis(21));
+    }
 
     #[test]
     fn exact_below_capacity() {

@@ -134,6 +134,8 @@ pub enum AdminCommand {
     Abort(AbortArgs),
     /// List moves, or show one with its phase timings and events.
     Moves(MovesArgs),
+    /// The autonomous policy: pause, resume, dry-run, status, explain decisions.
+    Policy(crate::policy_cli::PolicyArgs),
 }
 
 /// A failed API call: problem+json's code and detail.
@@ -145,7 +147,7 @@ pub struct ApiFailure {
     pub detail: String,
 }
 
-struct Api {
+pub(crate) struct Api {
     base: String,
     key: String,
     json: bool,
@@ -153,7 +155,7 @@ struct Api {
 }
 
 impl Api {
-    fn new(a: &ApiArgs) -> Result<Self, ConfigError> {
+    pub(crate) fn new(a: &ApiArgs) -> Result<Self, ConfigError> {
         let local = LocalCluster::load(&a.dir).ok().flatten();
         let base = match (
             &a.url,
@@ -192,7 +194,12 @@ impl Api {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -233,7 +240,7 @@ impl Api {
         .into())
     }
 
-    fn print(&self, v: &Value, text: impl FnOnce(&Value)) -> anyhow::Result<()> {
+    pub(crate) fn print(&self, v: &Value, text: impl FnOnce(&Value)) -> anyhow::Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(v)?);
         } else {
@@ -247,6 +254,7 @@ impl Api {
 /// move that ended aborted): exit 1.
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<bool> {
     match cmd {
+        AdminCommand::Policy(a) => crate::policy_cli::run(a).await,
         AdminCommand::Move(a) => {
             let api = Api::new(&a.api)?;
             let mut body = json!({"to": a.to});

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod loadtest;
 pub mod local;
 pub mod migrate;
+pub mod policy_cli;
 pub mod rebalancer;
 pub mod status;
 pub mod up;

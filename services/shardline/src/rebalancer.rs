@@ -1,5 +1,6 @@
-//! `shardline rebalancer`: the move engine (leader-elected by a catalog advisory
-//! lock; a second instance waits as standby) plus its admin API. `up` starts one.
+//! `shardline rebalancer`: the move engine and the autonomous policy loop
+//! (leader-elected by a catalog advisory lock; a second instance waits as
+//! standby) plus its admin API. `up` starts one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,6 +28,33 @@ pub struct RebalancerArgs {
     /// How often the engine looks for planned moves (e.g. 500ms, 2s).
     #[arg(long, env = "SHARDLINE_REBALANCER_POLL", default_value = "1s")]
     pub poll_interval: String,
+    /// TOML file with policy knobs (any of docs/rebalancer.md's table; the
+    /// rest keep their defaults). Checked at start.
+    #[arg(long, env = "SHARDLINE_POLICY_CONFIG")]
+    pub policy_config: Option<std::path::PathBuf>,
+    /// Run moves only: no autonomous policy loop in this process.
+    #[arg(long)]
+    pub no_policy: bool,
+}
+
+/// The policy loop's configuration from an optional TOML file of knobs.
+pub fn policy_config(
+    file: Option<&std::path::Path>,
+) -> Result<shardline_rebalancer::autopilot::LoopConfig, ConfigError> {
+    let knobs = match file {
+        None => shardline_rebalancer::policy::PolicyConfig::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::new("policy-config", format!("cannot read {}: {e}", p.display()))
+            })?;
+            toml::from_str(&text)
+                .map_err(|e| ConfigError::new("policy-config", format!("{}: {e}", p.display())))?
+        }
+    };
+    let cfg = shardline_rebalancer::autopilot::LoopConfig::new(knobs);
+    cfg.validate()
+        .map_err(|e| ConfigError::new("policy-config", e.to_string()))?;
+    Ok(cfg)
 }
 
 /// The listen address from `SHARDLINE_REBALANCER_LISTEN` (default 127.0.0.1:8070).
@@ -107,6 +135,9 @@ pub async fn run(args: RebalancerArgs) -> anyhow::Result<()> {
         .map_err(|e| ConfigError::new("catalog", e.to_string()))?;
     let mut config = shardline_rebalancer::Config::new(url);
     config.poll_interval = poll;
+    if !args.no_policy {
+        config.policy = Some(policy_config(args.policy_config.as_deref())?);
+    }
     let shutdown = CancellationToken::new();
     crate::up::spawn_signal_handler(shutdown.clone());
     let r = Rebalancer::start(config, catalog, (listen, false), &shutdown).await?;

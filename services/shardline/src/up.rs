@@ -351,8 +351,11 @@ impl Services {
         let router = start_router(stack).await?;
         let router_url = format!("http://{}", router.local_addr());
         let router_task = tokio::spawn(router.serve(shutdown.clone()));
+        let mut rebalancer_config =
+            shardline_rebalancer::Config::new(stack.description.catalog_url.clone());
+        rebalancer_config.policy = Some(crate::rebalancer::policy_config(None)?);
         let rebalancer = crate::rebalancer::Rebalancer::start(
-            shardline_rebalancer::Config::new(stack.description.catalog_url.clone()),
+            rebalancer_config,
             stack.catalog_pool.clone(),
             crate::rebalancer::listen_from_env(true)?,
             shutdown,

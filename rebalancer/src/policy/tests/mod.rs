@@ -102,9 +102,11 @@ fn steady(map: RangeMap, shards: &[ShardId], rates: &[RangeRate], intervals: i64
     }
 }
 
-/// Request-only load units: weights 1/0/0/0 so a rate is its load.
+/// Request-only load units: weights 1/0/0/0 so a rate is its load; 60 s
+/// intervals (the hand-built inputs here are per minute).
 fn plain() -> PolicyConfig {
     PolicyConfig {
+        interval: std::time::Duration::from_secs(60),
         write_weight: 0.0,
         row_weight: 0.0,
         kib_weight: 0.0,

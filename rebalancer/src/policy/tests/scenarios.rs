@@ -126,12 +126,40 @@ fn taken_moves(sim: &Sim) -> usize {
 
 #[test]
 fn hot_merchant_is_isolated_and_moved_to_the_coolest_shard() {
+    // One-minute intervals, a clearly coolest shard.
+    let cfg = PolicyConfig {
+        interval: std::time::Duration::from_secs(60),
+        ..PolicyConfig::default()
+    };
+    let tick = hot_merchant_case(cfg, 70.0);
+    assert!(tick <= 8, "acted at tick {tick}");
+}
+
+#[test]
+fn with_default_knobs_a_hot_merchant_is_isolated_within_a_minute_of_its_onset() {
+    // Default 10 s intervals: onset at tick 5, sustained for 3 intervals, so the
+    // decision comes at the end of tick 7 or 8 (at most 40 s after the onset's
+    // interval began), leaving the move 20 s of the hotspot goal's 60 s.
+    let cfg = PolicyConfig::default();
+    assert_eq!(cfg.interval.as_secs(), 10);
+    let tick = hot_merchant_case(cfg, 85.0);
+    assert!(
+        tick <= 8,
+        "acted at tick {tick}: {} s after the onset",
+        (tick - 4) * 10
+    );
+}
+
+/// A merchant of s1 adds 250 req/s from tick 5; s4 carries `s4_total` req/s,
+/// the others 100. Returns the tick of the first taken decision (checked to be
+/// the isolation of that merchant to s4, never before the load was sustained).
+fn hot_merchant_case(cfg: PolicyConfig, s4_total: f64) -> u64 {
     let sh = shard_ids(4);
     let map = RangeMap::even(&sh, 4, 1).unwrap();
     let ms = merchants(400, 1, 1 << 20);
     let totals: BTreeMap<ShardId, f64> = sh
         .iter()
-        .map(|s| (s.clone(), if s.as_str() == "s4" { 70.0 } else { 100.0 }))
+        .map(|s| (s.clone(), if s.as_str() == "s4" { s4_total } else { 100.0 }))
         .collect();
     let base = rates_for(&map, &ms, &totals);
     let hot = ms
@@ -141,7 +169,7 @@ fn hot_merchant_is_isolated_and_moved_to_the_coolest_shard() {
     let (hot_id, hot_key) = (ms[hot].id, ms[hot].key);
     let original_range = map.lookup(hot_key).id;
     let mut sim = Sim::new(
-        PolicyConfig::default(),
+        cfg,
         &sh,
         map,
         ms,
@@ -190,6 +218,7 @@ fn hot_merchant_is_isolated_and_moved_to_the_coolest_shard() {
         )
     );
     assert_no_back_and_forth(&sim);
+    *tick
 }
 
 /// A skewed start; `uniform` req/s spread over the key space, merchants' rates.
@@ -316,6 +345,7 @@ fn concurrency_limit_is_honoured_in_simulation() {
 #[test]
 fn byte_budget_is_honoured_in_simulation() {
     let cfg = PolicyConfig {
+        interval: std::time::Duration::from_secs(60),
         byte_budget_per_hour: 5 << 29, // 2.5 GiB: two 1 GiB ranges an hour
         ..PolicyConfig::default()
     };
