@@ -601,3 +601,39 @@ fn simulation_is_deterministic() {
     assert_eq!(json(&a), json(&b));
     assert_eq!(a.map, b.map);
 }
+
+#[test]
+fn on_equal_shards_a_hot_merchant_makes_its_neighbours_move_away() {
+    // Moving the merchant itself would only move the hot spot; moving the hot
+    // shard's other ranges lowers the maximum.
+    let sh = shard_ids(3);
+    let map = RangeMap::even(&sh, 4, 1).unwrap();
+    let ms = merchants(300, 3, 1 << 20);
+    let totals: BTreeMap<ShardId, f64> = sh.iter().map(|s| (s.clone(), 100.0)).collect();
+    let base = rates_for(&map, &ms, &totals);
+    let hot = ms
+        .iter()
+        .position(|m| map.lookup(m.key).shard == sh[0])
+        .unwrap();
+    let hot_range = map.lookup(ms[hot].key).id;
+    let mut sim = Sim::new(
+        PolicyConfig::default(),
+        &sh,
+        map,
+        ms,
+        Box::new(move |t, i| base[i] + if i == hot && t >= 3 { 150.0 } else { 0.0 }),
+    );
+    sim.run(20);
+    let taken = sim.taken();
+    let (_, first) = taken.first().expect("nothing taken");
+    match first {
+        Action::Move {
+            range_id, source, ..
+        } => {
+            assert_eq!(source, &sh[0]);
+            assert_ne!(*range_id, hot_range, "moved the hot range itself");
+        }
+        a => panic!("expected a neighbour range to move off s1, got {a:?}"),
+    }
+    assert_no_back_and_forth(&sim);
+}
