@@ -22,50 +22,8 @@ pub const PHASES: [&str; 8] = [
 /// Range table rows shown (the bar shows every range read).
 const RANGE_TABLE_ROWS: usize = 200;
 
-const CSS: &str = r#"
-:root{--fg:#1d2330;--muted:#667085;--line:#e3e6ea;--bg:#f6f7f9;--card:#fff;--accent:#2f6fde}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
-header{background:#1d2330;color:#fff;padding:14px 24px;display:flex;flex-wrap:wrap;gap:10px 28px;align-items:center}
-header h1{font-size:18px;margin:0 12px 0 0;font-weight:600}
-header .kv{display:flex;flex-direction:column;font-size:12px;color:#c5cbd6}
-header .kv b{font-size:16px;color:#fff;font-weight:600}
-main{max-width:1400px;margin:0 auto;padding:16px 24px 40px}
-section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 18px;margin:0 0 14px}
-h2{font-size:15px;margin:0 0 10px;font-weight:600}
-h2 small{font-weight:400;color:var(--muted);margin-left:8px}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{text-align:left;padding:3px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-th{color:var(--muted);font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td .mono{white-space:nowrap}
-code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,monospace;font-size:12px}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#e8ebf0;color:#344054}
-.mode-active{background:#d1f2dc;color:#11622f}.mode-dry_run{background:#fff1c2;color:#7a5a00}.mode-paused{background:#e4e7ec;color:#475467}
-.yes{color:#11622f;font-weight:600}.no{color:var(--muted)}
-.err{background:#fde8e8;color:#9b1c1c;border-radius:6px;padding:6px 10px;margin-top:6px;font-size:13px}
-header .err{margin:0}
-.legend-note{color:var(--muted);font-size:12px;margin:4px 0 8px}
-.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;vertical-align:-1px;margin-right:4px}
-.hatched{background:repeating-linear-gradient(45deg,#999 0 3px,#fff 3px 6px);border:1px solid #222}
-svg text{font-family:system-ui,"DejaVu Sans",sans-serif;fill:#344054}
-svg .label{font-size:13px;font-weight:600}svg .tick{font-size:11px;fill:#667085}
-svg .axis-label{font-size:12px;fill:#344054}svg .legend{font-size:12px}svg .empty{font-size:14px;fill:#98a2b3}
-.move{border:1px solid var(--line);border-radius:6px;padding:8px 12px;margin:0 0 10px}
-.move .head{display:flex;flex-wrap:wrap;gap:6px 18px;margin-bottom:8px}
-.steps{display:flex;list-style:none;margin:0;padding:0;counter-reset:step}
-.steps li{flex:1;text-align:center;font-size:12px;padding:4px 2px;background:#eef0f3;color:#667085;position:relative;margin-right:3px}
-.steps li:first-child{border-radius:4px 0 0 4px}.steps li:last-child{border-radius:0 4px 4px 0;margin-right:0}
-.steps li.past{background:#cfe0f7;color:#1d3f73}
-.steps li.current{background:var(--accent);color:#fff;font-weight:700}
-.steps.aborting li{background:#f3e1e1;color:#9b1c1c}
-tr.declined td{color:#475467}
-td.text{max-width:560px}
-td:first-child{white-space:nowrap}
-details summary{cursor:pointer;color:var(--accent);margin:8px 0}
-.empty-note{color:var(--muted);font-style:italic}
-footer{color:var(--muted);font-size:12px;text-align:center}
-"#;
+/// Inlined into the page (the CSP allows inline styles only).
+const CSS: &str = include_str!("style.css");
 
 /// `2026-01-02 03:04:05 UTC`.
 fn fmt_time(t: DateTime<Utc>) -> String {
