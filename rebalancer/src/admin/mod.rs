@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::model::Error;
 
+mod dashboard;
 mod handlers;
 mod policy;
 mod views;
@@ -143,6 +144,7 @@ impl axum::response::IntoResponse for ApiError {
 pub fn app(state: AdminState) -> Router {
     use axum::http::StatusCode;
     Router::new()
+        .route("/", get(dashboard::dashboard))
         .route("/v1/shards", get(handlers::shards))
         .route("/v1/ranges", get(handlers::ranges))
         .route("/v1/ranges/split", post(handlers::split))
