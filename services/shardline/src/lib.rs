@@ -13,6 +13,7 @@ pub mod loadtest;
 pub mod local;
 pub mod migrate;
 pub mod rebalancer;
+pub mod restartable;
 pub mod status;
 pub mod up;
 
