@@ -184,9 +184,9 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
             fresh: true,
             edges: 1,
         };
+        check_fault_targets(&sc, cfg.shards.unwrap_or(3) as usize, cfg.edges as usize)?;
         eprintln!("loadtest: booting a local system in {}", cfg.dir.display());
         let stack = LocalStack::boot(&cfg).await?;
-        check_fault_targets(&sc, stack.shards.len(), cfg.edges as usize)?;
         let proxies = Arc::new(slow_shard_proxies(&sc, &stack).await?);
         let services_stop = CancellationToken::new();
         // Load samples every second: the report's per-shard chart.
@@ -495,4 +495,25 @@ fn injector(
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_events_must_name_a_shard_or_edge_the_local_system_has() {
+        let sc = Scenario::load("slow-shard").unwrap();
+        assert!(check_fault_targets(&sc, 3, 1).is_ok());
+        let e = check_fault_targets(&sc, 1, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("event 1 (slow_shard at 15 s): shard = 2") && e.contains("has 1 shard"),
+            "{e}"
+        );
+        let mut sc = Scenario::load("edge-restart").unwrap();
+        sc.events[0].edge = Some(2);
+        let e = check_fault_targets(&sc, 3, 1).unwrap_err().to_string();
+        assert!(e.contains("edge = 2"), "{e}");
+        assert!(check_fault_targets(&Scenario::load("rebalancer-crash").unwrap(), 3, 1).is_ok());
+    }
 }
