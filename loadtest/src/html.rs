@@ -163,6 +163,69 @@ fn legend(ops: &[OpKind]) -> String {
     s
 }
 
+const SHARD_COLORS: [&str; 8] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+];
+
+/// Requests per second and mean router -> shard latency, one line per shard,
+/// from the routers' load samples.
+fn shard_charts(r: &RunReport, x_max: f64, markers: &[(f64, String)]) -> String {
+    let mut h = String::from("<h2>Per shard</h2>");
+    if r.shard_load.is_empty() {
+        let _ = write!(
+            h,
+            "<p>No load samples{}.</p>",
+            r.shard_load_error
+                .as_deref()
+                .map(|e| format!(": {}", esc(e)))
+                .unwrap_or_default()
+        );
+        return h;
+    }
+    let groups = crate::shard_load::series(&r.shard_load);
+    let names: Vec<(String, &str)> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.clone(), SHARD_COLORS[i % SHARD_COLORS.len()]))
+        .collect();
+    let lines = |f: &dyn Fn(&crate::shard_load::ShardPoint) -> f64| -> Vec<Series<'_>> {
+        groups
+            .iter()
+            .zip(&names)
+            .map(|((_, pts), (name, color))| Series {
+                name,
+                color,
+                points: pts.iter().map(|p| (p.at_s, f(p))).collect(),
+            })
+            .collect()
+    };
+    h.push_str(r#"<p class="legend">"#);
+    for (name, color) in &names {
+        let _ = write!(
+            h,
+            r#"<span style="color:{color}">&#9632;</span> {} "#,
+            esc(name)
+        );
+    }
+    h.push_str("</p>");
+    h.push_str(&chart(
+        "router requests per shard",
+        "req/s",
+        &lines(&|p| p.requests_per_s),
+        x_max,
+        markers,
+    ));
+    h.push_str(&chart(
+        "mean router to shard latency",
+        "ms",
+        &lines(&|p| p.mean_latency_ms),
+        x_max,
+        markers,
+    ));
+    h.push_str("<p>From the catalog's <code>load_samples</code>: what the routers sent each shard per flush interval (edge reads are not included).</p>");
+    h
+}
+
 /// The whole page.
 pub fn render(r: &RunReport) -> String {
     let x_max = r.scenario.duration_s as f64;
@@ -172,7 +235,10 @@ pub fn render(r: &RunReport) -> String {
         .flat_map(|e| {
             let name = format!("{:?}", e.action);
             [
-                (e.at_s as f64, format!("{name} start")),
+                (
+                    e.fault_at_s.unwrap_or(e.at_s as f64),
+                    format!("{name} start"),
+                ),
                 (e.finished_s, format!("{name} {}", e.result)),
             ]
         })
@@ -270,6 +336,7 @@ pub fn render(r: &RunReport) -> String {
         &markers,
     ));
     h.push_str(&chart("errors", "per s", &errors, x_max, &markers));
+    h.push_str(&shard_charts(r, x_max, &markers));
     if !r.events.is_empty() {
         h.push_str("<h2>Events</h2><table><tr><th>at s</th><th>action</th><th>result</th><th>finished s</th><th>move</th><th>phases (ms)</th></tr>");
         for e in &r.events {
@@ -372,7 +439,7 @@ mod tests {
     fn the_page_has_charts_events_and_the_verdict() {
         let page = render(&report(true));
         assert!(page.contains(r#"<span class="pass">PASSED</span>"#));
-        assert_eq!(page.matches("<svg ").count(), 4);
+        assert_eq!(page.matches("<svg ").count(), 6);
         // One line per operation in each per-operation chart, ten points each.
         let line = page
             .split("<polyline")
@@ -381,11 +448,46 @@ mod tests {
             .and_then(|l| l.split('"').next())
             .unwrap();
         assert_eq!(line.split(' ').count(), 10, "{line}");
-        // The event: start and finish marked on each of the four charts.
-        assert_eq!(page.matches("MoveHottest start").count(), 4);
-        assert_eq!(page.matches("MoveHottest done").count(), 4);
+        // The event: start and finish marked on each of the six charts.
+        assert_eq!(page.matches("MoveHottest start").count(), 6);
+        assert_eq!(page.matches("MoveHottest done").count(), 6);
         assert!(page.contains("pause_ms"));
         assert!(page.contains("timeout 1"));
+    }
+
+    #[test]
+    fn per_shard_charts_have_a_line_per_shard_and_fault_markers() {
+        let mut r = report(true);
+        r.events.push(crate::events::EventOutcome {
+            at_s: 5,
+            action: crate::events::Action::KillRebalancer,
+            fault_at_s: Some(6.25),
+            finished_s: 9.0,
+            move_id: None,
+            result: "restarted".into(),
+            phase_ms: serde_json::Value::Null,
+            ok: true,
+        });
+        let page = render(&r);
+        let shard_part = page.split("<h2>Per shard</h2>").nth(1).unwrap();
+        let shard_part = shard_part.split("<h2>").next().unwrap();
+        assert_eq!(shard_part.matches("<svg ").count(), 2);
+        // Two shards in each of the two charts, ten points each.
+        assert_eq!(shard_part.matches("<polyline").count(), 4);
+        assert!(shard_part.contains("<title>s2</title>"));
+        // The fault is marked where it was injected (6.25 s), not at at_s.
+        assert_eq!(shard_part.matches("KillRebalancer start").count(), 2);
+        assert_eq!(shard_part.matches("KillRebalancer restarted").count(), 2);
+        let x = PAD_L + (W - PAD_L - PAD_R) * 6.25 / 10.0;
+        assert!(shard_part.contains(&format!("x1=\"{x:.1}\"")), "{x}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["shard_load"].as_array().unwrap().len(), 20);
+        assert_eq!(json["shard_load"][1]["mean_latency_ms"], 40.0);
+
+        r.shard_load.clear();
+        r.shard_load_error = Some("catalog <down>".into());
+        let page = render(&r);
+        assert!(page.contains("No load samples: catalog &lt;down&gt;"));
     }
 
     #[test]

@@ -6,15 +6,19 @@
 //! [`run`]ner with HDR latency histograms, the [`workload`] (onboarding,
 //! authorize, capture, partial refunds, voids, router and edge reads, Zipf
 //! merchant popularity, deliberate idempotent retries), the JSON report, and the
-//! end-of-run [`verify`]er, and the HTML report ([`html`]). Fault injection and
-//! baseline comparison are not built yet.
+//! end-of-run [`verify`]er, the HTML report ([`html`]) with per-shard load
+//! ([`shard_load`]), scheduled moves and faults ([`events`]), the latency
+//! [`proxy`] of the `slow-shard` scenario, and baseline comparison
+//! ([`baseline`]).
 
 pub mod baseline;
 pub mod events;
 pub mod html;
 pub mod http;
+pub mod proxy;
 pub mod run;
 pub mod scenario;
+pub mod shard_load;
 pub mod stats;
 pub mod verify;
 pub mod workload;

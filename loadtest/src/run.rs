@@ -68,7 +68,14 @@ pub struct RunReport {
     pub errors: u64,
     pub ops: Vec<OpSummary>,
     pub timeline: Vec<Point>,
+    /// Requests per shard over time, from the routers' `load_samples`
+    /// ([`crate::shard_load`]).
+    pub shard_load: Vec<crate::shard_load::ShardPoint>,
+    /// Why `shard_load` is empty, when reading it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_load_error: Option<String>,
     pub retry_mismatches: Vec<String>,
+    /// Scheduled moves and faults; one that failed (`ok` false) fails the run.
     pub events: Vec<EventOutcome>,
     /// Whether every move finished within `settle_s` after the load.
     pub settled: bool,
@@ -194,7 +201,7 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started_at = chrono_now();
     let timeout = sc.request_timeout();
-    let moves = sc.events.iter().any(|e| !e.is_fault());
+    let moves = sc.events.iter().any(events::Event::needs_admin);
     let admin = match (&ep.rebalancer_url, moves) {
         (Some(u), _) => Some(Client::new(u, &ep.api_key, Duration::from_secs(30))),
         (None, false) => None,
@@ -218,6 +225,7 @@ pub async fn run(
     let sem = Arc::new(Semaphore::new(sc.max_in_flight as usize));
     let mut rng = StdRng::seed_from_u64(seed);
     let start = Instant::now();
+    let start_unix = unix_now();
     // The most popular merchant (Zipf rank 0) is the subject of move events.
     let event_task = (!sc.events.is_empty()).then(|| {
         let mut evs = sc.events.clone();
@@ -327,9 +335,18 @@ pub async fn run(
         edge_wait: Duration::from_secs(sc.settle_s.max(1)),
     };
     let verifier = verify::verify(&target, &acked, &[]).await?;
+    let (shard_load, shard_load_error) =
+        match crate::shard_load::read(&ep.catalog_url, start_unix, unix_now()).await {
+            Ok(points) => (points, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "no per-shard load for the report");
+                (Vec::new(), Some(e.to_string()))
+            }
+        };
+    let events_ok = event_outcomes.iter().all(|e| e.ok);
     let stats = stats.lock().unwrap_or_else(|p| p.into_inner());
     let (operations, errors) = stats.totals();
-    let passed = verifier.passed() && stats.retry_mismatches.is_empty() && settled;
+    let passed = verifier.passed() && stats.retry_mismatches.is_empty() && settled && events_ok;
     Ok(RunReport {
         scenario: sc.clone(),
         router_url: ep.router_url.clone(),
@@ -341,6 +358,8 @@ pub async fn run(
         errors,
         ops: stats.summaries(elapsed),
         timeline: stats.timeline(),
+        shard_load,
+        shard_load_error,
         retry_mismatches: stats.retry_mismatches.clone(),
         events: event_outcomes,
         settled,
@@ -350,6 +369,12 @@ pub async fn run(
         passed,
         baseline: None,
     })
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn chrono_now() -> String {
@@ -390,6 +415,9 @@ mod tests {
         for (name, want) in [
             ("failover", "--local"),
             ("nats-restart", "--local"),
+            ("slow-shard", "--local"),
+            ("edge-restart", "--local"),
+            ("rebalancer-crash", "rebalancer"),
             ("move-under-load", "rebalancer"),
         ] {
             let sc = Scenario::load(name).unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Shipped presets: name -> TOML.
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 7] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     (
         "move-under-load",
@@ -18,6 +18,15 @@ pub const PRESETS: [(&str, &str); 4] = [
         "nats-restart",
         include_str!("../scenarios/nats-restart.toml"),
     ),
+    ("slow-shard", include_str!("../scenarios/slow-shard.toml")),
+    (
+        "edge-restart",
+        include_str!("../scenarios/edge-restart.toml"),
+    ),
+    (
+        "rebalancer-crash",
+        include_str!("../scenarios/rebalancer-crash.toml"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +35,15 @@ pub enum ScenarioError {
     NotFound(String, String),
     #[error("scenario {file}: {detail}")]
     Parse { file: String, detail: String },
+    #[error("scenario event {index} ({action} at {at_s} s): {field}: {detail}")]
+    Event {
+        /// 1-based, in file order.
+        index: usize,
+        action: String,
+        at_s: u64,
+        field: &'static str,
+        detail: String,
+    },
     #[error("scenario setting {setting}: {detail}")]
     Invalid {
         setting: &'static str,
@@ -144,6 +162,16 @@ impl Scenario {
                 detail: format!("an event at {} s lies beyond duration_s", e.at_s),
             });
         }
+        for (i, e) in self.events.iter().enumerate() {
+            e.validate()
+                .map_err(|(field, detail)| ScenarioError::Event {
+                    index: i + 1,
+                    action: crate::events::action_name(e.action),
+                    at_s: e.at_s,
+                    field,
+                    detail,
+                })?;
+        }
         let m = &self.mix;
         let writes = m.onboard + m.authorize + m.capture + m.refund + m.void;
         if writes + m.read_router + m.read_edge == 0 {
@@ -198,5 +226,95 @@ mod tests {
             .to_string();
         assert!(e.contains("bogus") || e.contains("unknown"), "{e}");
         std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn the_fault_presets_carry_their_events() {
+        use crate::events::Action;
+        let s = Scenario::load("slow-shard").unwrap();
+        let e = &s.events[0];
+        assert_eq!(e.action, Action::SlowShard);
+        assert_eq!(
+            (e.shard, e.delay_ms, e.duration_s),
+            (Some(2), Some(20), Some(20))
+        );
+        let s = Scenario::load("edge-restart").unwrap();
+        assert_eq!(s.events[0].action, Action::KillEdge);
+        assert_eq!(s.events[0].down_s, Some(5));
+        let s = Scenario::load("rebalancer-crash").unwrap();
+        let kinds: Vec<Action> = s.events.iter().map(|e| e.action).collect();
+        assert_eq!(kinds, [Action::MoveHottest, Action::KillRebalancer]);
+        assert!(s.events[1].needs_admin() && s.events[1].is_fault());
+        assert_eq!(
+            s.events[1].when_move_state.as_deref(),
+            Some(
+                &[
+                    "copying".to_owned(),
+                    "catching_up".into(),
+                    "verifying".into()
+                ][..]
+            )
+        );
+    }
+
+    /// A scenario file whose only event is `event` (TOML inline table body).
+    fn with_event(event: &str) -> Result<Scenario, ScenarioError> {
+        let base = PRESETS.iter().find(|(n, _)| *n == "steady").unwrap().1;
+        let text = format!("{base}\n[[events]]\n{event}\n");
+        let path =
+            std::env::temp_dir().join(format!("lt-ev-{}-{}.toml", std::process::id(), text.len()));
+        std::fs::write(&path, text).unwrap();
+        let r = Scenario::load(path.to_str().unwrap());
+        std::fs::remove_file(path).unwrap();
+        r
+    }
+
+    #[test]
+    fn bad_events_name_the_field() {
+        for (event, want) in [
+            (
+                "at_s = 5\naction = \"slow_shard\"\ndelay_ms = 0",
+                "delay_ms",
+            ),
+            (
+                "at_s = 5\naction = \"slow_shard\"\ndelay_ms = 99999",
+                "delay_ms",
+            ),
+            (
+                "at_s = 5\naction = \"slow_shard\"\nduration_s = 0",
+                "duration_s",
+            ),
+            ("at_s = 5\naction = \"slow_shard\"\nshard = 0", "shard"),
+            ("at_s = 5\naction = \"slow_shard\"\ndown_s = 3", "down_s"),
+            ("at_s = 5\naction = \"kill_edge\"\nshard = 2", "shard"),
+            ("at_s = 5\naction = \"kill_edge\"\nedge = 0", "edge"),
+            ("at_s = 5\naction = \"kill_nats\"\ndelay_ms = 5", "delay_ms"),
+            (
+                "at_s = 5\naction = \"kill_rebalancer\"\nwhen_move_state = [\"copying\", \"done\"]",
+                "when_move_state",
+            ),
+            (
+                "at_s = 5\naction = \"kill_rebalancer\"\nwhen_move_state = []",
+                "when_move_state",
+            ),
+            (
+                "at_s = 5\naction = \"move_hottest\"\nwhen_move_state = [\"copying\"]",
+                "when_move_state",
+            ),
+            (
+                "at_s = 5\naction = \"slow_shard\"\ndelay_ms = \"x\"",
+                "delay_ms",
+            ),
+            ("at_s = 5\naction = \"slow_shards\"", "slow_shards"),
+            ("at_s = 5\naction = \"kill_edge\"\ndown = 3", "down"),
+        ] {
+            let e = with_event(event).unwrap_err().to_string();
+            assert!(e.contains(want), "{event}: {e}");
+        }
+        let e = with_event("at_s = 5\naction = \"slow_shard\"\ndelay_ms = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("event 1 (slow_shard at 5 s)"), "{e}");
+        assert!(with_event("at_s = 5\naction = \"kill_rebalancer\"").is_ok());
     }
 }

@@ -35,14 +35,30 @@ pub(crate) fn report(passed: bool) -> RunReport {
         errors: 1,
         ops: stats.summaries(elapsed),
         timeline: stats.timeline(),
+        shard_load: (0..10)
+            .flat_map(|sec| {
+                ["s1", "s2"].map(|shard| crate::shard_load::ShardPoint {
+                    shard: shard.into(),
+                    router: "r".into(),
+                    at_s: f64::from(sec) + 0.5,
+                    interval_s: 1.0,
+                    requests: 4,
+                    requests_per_s: 4.0,
+                    mean_latency_ms: if shard == "s2" { 40.0 } else { 2.0 },
+                })
+            })
+            .collect(),
+        shard_load_error: None,
         retry_mismatches: Vec::new(),
         events: vec![EventOutcome {
             at_s: 3,
             action: Action::MoveHottest,
+            fault_at_s: None,
             finished_s: 4.5,
             move_id: Some("m1".into()),
             result: "done".into(),
             phase_ms: serde_json::json!({"pause_ms": 40.0}),
+            ok: true,
         }],
         settled: true,
         resolved_unknown: 0,

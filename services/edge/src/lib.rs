@@ -133,6 +133,8 @@ pub struct Edge {
     pub shared: Arc<Shared>,
     pub addr: SocketAddr,
     pub app: axum::Router,
+    /// Ends the HTTP server and its open connections (on shutdown or kill).
+    http_stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<Result<(), EdgeError>>>,
 }
 
@@ -166,9 +168,13 @@ impl Edge {
             })?;
         let addr = listener.local_addr().map_err(EdgeError::Serve)?;
         info!(%addr, edge = %config.name, "edge listening");
+        // axum's open connections watch this signal, not the serve task: they
+        // outlive an aborted server (and keep serving the killed edge's store)
+        // unless it fires. `kill` fires it.
+        let http_stop = shutdown.child_token();
         let serve = {
             let app = app.clone();
-            let shutdown = shutdown.clone();
+            let shutdown = http_stop.clone();
             tokio::spawn(
                 async move {
                     axum::serve(listener, app)
@@ -188,6 +194,7 @@ impl Edge {
             shared,
             addr,
             app,
+            http_stop,
             tasks: vec![serve, consume],
         })
     }
@@ -205,9 +212,16 @@ impl Edge {
     /// store. What a restart must survive, short of killing the process.
     pub async fn kill(self) {
         let Edge {
-            shared, app, tasks, ..
+            shared,
+            app,
+            http_stop,
+            tasks,
+            ..
         } = self;
         drop(app);
+        // Keep-alive connections would otherwise go on serving (and hold the
+        // store): tell them to close once their request is answered.
+        http_stop.cancel();
         for t in &tasks {
             t.abort();
         }

@@ -321,3 +321,37 @@ async fn edge_equals_shards_after_replicator_nats_and_edge_restarts_during_write
     assert!(cursors.values().all(|c| c.gaps == 0), "{cursors:?}");
     f.close().await;
 }
+
+/// A client's keep-alive connection must not outlive a killed edge: it would go
+/// on serving from the dead edge's store and hold the file, so a restart on the
+/// same store could not open it (found by the loadtest's `edge-restart`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_closes_open_connections_and_releases_the_store() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut f = Fixture::start(1).await;
+    let mut conn = tokio::net::TcpStream::connect(f.edge().addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: edge\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let killed = Instant::now();
+    f.kill_edge().await;
+    // kill waits up to 10 s for the store; it must not need to.
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("the old connection stays open");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    f.start_edge().await;
+    f.close().await;
+}

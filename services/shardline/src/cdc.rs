@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::CatalogArgs;
 use crate::local::{LocalCluster, catalog_url};
+use crate::restartable::RestartableEdge;
 use crate::up::LocalStack;
 
 #[derive(Debug, Args)]
@@ -139,12 +140,13 @@ pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
 /// (from 1) keeps its store in `<dir>/edge/edge.redb` (i = 1) or
 /// `<dir>/edge-<i>/edge.redb` and listens on the base address (127.0.0.1:8090 or
 /// `SHARDLINE_EDGE_LISTEN`) plus `i - 1`, or a free port when that is taken.
-/// Returns the edge URLs and the tasks to await after `shutdown`.
+/// Returns the replicator tasks to await after `shutdown`, and the edges
+/// (restartable in place, for the loadtest's `kill_edge`).
 pub async fn start_in_up(
     stack: &LocalStack,
     edges: u32,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Vec<String>, Vec<JoinHandle<()>>)> {
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Vec<RestartableEdge>)> {
     let d = &stack.description;
     let mut tasks = Vec::new();
     for s in &d.shards {
@@ -170,7 +172,7 @@ pub async fn start_in_up(
         })?,
         Err(_) => SocketAddr::from(([127, 0, 0, 1], 8090)),
     };
-    let mut urls = Vec::new();
+    let mut started = Vec::new();
     for i in 1..=edges {
         let dir = if i == 1 {
             stack.dir.join("edge")
@@ -191,16 +193,11 @@ pub async fn start_in_up(
             Err(shardline_edge::EdgeError::Listen { addr, .. }) => {
                 tracing::warn!(%addr, edge = i, "edge port taken; using a free port");
                 config.listen.set_port(0);
-                shardline_edge::Edge::start(config, shutdown.clone()).await?
+                shardline_edge::Edge::start(config.clone(), shutdown.clone()).await?
             }
             other => other?,
         };
-        urls.push(format!("http://{}", edge.addr));
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = edge.join().await {
-                tracing::error!(error = %e, "edge failed");
-            }
-        }));
+        started.push(RestartableEdge::new(config, edge, shutdown));
     }
-    Ok((urls, tasks))
+    Ok((tasks, started))
 }

@@ -14,6 +14,7 @@ pub mod local;
 pub mod migrate;
 pub mod policy_cli;
 pub mod rebalancer;
+pub mod restartable;
 pub mod status;
 pub mod up;
 

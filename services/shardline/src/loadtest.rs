@@ -6,10 +6,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use shardline_loadtest::events::{Fault, Injector};
+use shardline_loadtest::events::{Action, Fault, Injector};
+use shardline_loadtest::proxy::DelayProxy;
 use shardline_loadtest::run::{self, Endpoints};
 use shardline_loadtest::scenario::Scenario;
 use tokio_util::sync::CancellationToken;
@@ -182,14 +184,25 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
             fresh: true,
             edges: 1,
         };
+        check_fault_targets(&sc, cfg.shards.unwrap_or(3) as usize, cfg.edges as usize)?;
         eprintln!("loadtest: booting a local system in {}", cfg.dir.display());
         let stack = LocalStack::boot(&cfg).await?;
+        let proxies = Arc::new(slow_shard_proxies(&sc, &stack).await?);
         let services_stop = CancellationToken::new();
-        let services = Services::start(&stack, cfg.edges, &services_stop).await?;
+        // Load samples every second: the report's per-shard chart.
+        let services = Arc::new(
+            Services::start_with(
+                &stack,
+                cfg.edges,
+                Some(Duration::from_secs(1)),
+                &services_stop,
+            )
+            .await?,
+        );
         let admin_key = stack.admin_key.clone();
         let catalog_url = stack.description.catalog_url.clone();
         let stack = Arc::new(tokio::sync::Mutex::new(stack));
-        let inject = injector(stack.clone());
+        let inject = injector(stack.clone(), services.clone(), proxies.clone());
         let ep = Endpoints {
             router_url: services.router_url.clone(),
             edge_urls: services.edge_urls.clone(),
@@ -203,7 +216,11 @@ pub async fn run(a: LoadtestArgs) -> anyhow::Result<()> {
         );
         let r = run::run(&sc, &ep, Some(inject), seed, !a.quiet, &cancel).await;
         services_stop.cancel();
-        services.join().await;
+        match Arc::try_unwrap(services) {
+            Ok(s) => s.join().await,
+            Err(_) => tracing::warn!("services still referenced at the end; not waiting for them"),
+        }
+        drop(proxies);
         match Arc::try_unwrap(stack) {
             Ok(s) => s.into_inner().shutdown().await,
             // Still shared (a fault in progress): dropping stops every server.
@@ -284,15 +301,20 @@ fn print_summary(r: &run::RunReport) {
     );
     for e in &r.events {
         println!(
-            "event at {} s: {:?} -> {} (move {}, finished at {:.1} s, phases {})",
+            "event at {} s: {:?} -> {}{} (move {}, {}finished at {:.1} s, phases {})",
             e.at_s,
             e.action,
             e.result,
+            if e.ok { "" } else { " FAILED" },
             e.move_id.as_deref().unwrap_or("-"),
+            e.fault_at_s
+                .map(|t| format!("injected at {t:.1} s, "))
+                .unwrap_or_default(),
             e.finished_s,
             e.phase_ms
         );
     }
+    print_shard_load(r);
     if !r.settled {
         println!("  moves did not settle within {} s", r.scenario.settle_s);
     }
@@ -322,15 +344,102 @@ fn print_summary(r: &run::RunReport) {
     }
 }
 
+/// Per shard: requests and request-weighted mean router -> shard latency over
+/// the run, and the slowest interval.
+fn print_shard_load(r: &run::RunReport) {
+    for (name, pts) in shardline_loadtest::shard_load::series(&r.shard_load) {
+        let req: i64 = pts.iter().map(|p| p.requests).sum();
+        let lat: f64 = pts
+            .iter()
+            .map(|p| p.mean_latency_ms * p.requests as f64)
+            .sum::<f64>()
+            / (req.max(1) as f64);
+        let worst = pts.iter().map(|p| p.mean_latency_ms).fold(0.0, f64::max);
+        println!(
+            "shard {name}: {req} router requests, mean {lat:.2} ms to the shard (worst interval {worst:.2} ms)"
+        );
+    }
+    if let Some(e) = &r.shard_load_error {
+        println!("per-shard load: {e}");
+    }
+}
+
+/// Every fault event must name a shard or edge the local system has (exit 2
+/// before any load otherwise).
+fn check_fault_targets(sc: &Scenario, shards: usize, edges: usize) -> Result<(), ConfigError> {
+    for (i, e) in sc.events.iter().enumerate() {
+        let (what, n, have) = match e.action {
+            Action::KillShard | Action::SlowShard => ("shard", e.shard.unwrap_or(1), shards),
+            Action::KillEdge => ("edge", e.edge.unwrap_or(1), edges),
+            _ => continue,
+        };
+        if n == 0 || n > have {
+            return Err(ConfigError::new(
+                "scenario",
+                format!(
+                    "event {} ({} at {} s): {what} = {n}, but the local system has {have} {what}(s)",
+                    i + 1,
+                    shardline_loadtest::events::action_name(e.action),
+                    e.at_s
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A delay proxy in front of each shard a `slow_shard` event names, registered
+/// as that shard's DSN in the catalog before the services start: the router,
+/// the move engine and the verifier reach the shard through it (the replicator,
+/// started from the local description, does not). Indexed by shard.
+async fn slow_shard_proxies(
+    sc: &Scenario,
+    stack: &LocalStack,
+) -> anyhow::Result<Vec<Option<DelayProxy>>> {
+    let mut proxies: Vec<Option<DelayProxy>> = stack.shards.iter().map(|_| None).collect();
+    for e in sc.events.iter().filter(|e| e.action == Action::SlowShard) {
+        let i = e.shard.unwrap_or(1).saturating_sub(1);
+        let (Some(slot), Some(shard)) = (proxies.get_mut(i), stack.description.shards.get(i))
+        else {
+            continue;
+        };
+        if slot.is_some() {
+            continue;
+        }
+        let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], shard.port));
+        let proxy =
+            DelayProxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await?;
+        let url = shard.url.replace(
+            &format!(":{}/", shard.port),
+            &format!(":{}/", proxy.local_addr().port()),
+        );
+        anyhow::ensure!(url != shard.url, "cannot point {} at a proxy", shard.url);
+        let id: shardline_core::ShardId = shard.id.parse()?;
+        shardline_core::catalog::upsert_shard(&stack.catalog_pool, &id, &url).await?;
+        eprintln!(
+            "loadtest: shard {} reached through a delay proxy on {}",
+            shard.id,
+            proxy.local_addr()
+        );
+        *slot = Some(proxy);
+    }
+    Ok(proxies)
+}
+
 /// Faults on the local system: SIGKILL a shard's PostgreSQL or NATS, wait, and
-/// restart it on its data (crash recovery).
-fn injector(stack: Arc<tokio::sync::Mutex<LocalStack>>) -> Injector {
+/// restart it on its data (crash recovery); slow a shard through its proxy;
+/// crash the edge or the rebalancer and start it again in place.
+fn injector(
+    stack: Arc<tokio::sync::Mutex<LocalStack>>,
+    services: Arc<Services>,
+    proxies: Arc<Vec<Option<DelayProxy>>>,
+) -> Injector {
     Arc::new(move |fault: Fault| {
-        let stack = stack.clone();
+        let (stack, services, proxies) = (stack.clone(), services.clone(), proxies.clone());
         Box::pin(async move {
-            let mut st = stack.lock().await;
             match fault {
                 Fault::KillShard { index, down } => {
+                    let mut st = stack.lock().await;
                     let n = st.shards.len();
                     let pg = st
                         .shards
@@ -338,14 +447,73 @@ fn injector(stack: Arc<tokio::sync::Mutex<LocalStack>>) -> Injector {
                         .ok_or_else(|| format!("no shard {} (the system has {n})", index + 1))?;
                     pg.kill();
                     tokio::time::sleep(down).await;
-                    pg.restart().await.map_err(|e| e.to_string())
+                    pg.restart().await.map_err(|e| e.to_string())?;
+                    Ok("restarted".to_owned())
                 }
                 Fault::KillNats { down } => {
+                    let mut st = stack.lock().await;
                     st.nats.kill();
                     tokio::time::sleep(down).await;
-                    st.nats.restart().await.map_err(|e| e.to_string())
+                    st.nats.restart().await.map_err(|e| e.to_string())?;
+                    Ok("restarted".to_owned())
+                }
+                Fault::SlowShard {
+                    index,
+                    delay,
+                    duration,
+                } => {
+                    let proxy = proxies
+                        .get(index)
+                        .and_then(Option::as_ref)
+                        .ok_or_else(|| format!("shard {} has no delay proxy", index + 1))?;
+                    proxy.set_delay(delay);
+                    tokio::time::sleep(duration).await;
+                    proxy.set_delay(Duration::ZERO);
+                    Ok("restored".to_owned())
+                }
+                Fault::KillEdge { index, down } => {
+                    let n = services.edges.len();
+                    let edge = services
+                        .edges
+                        .get(index)
+                        .ok_or_else(|| format!("no edge {} (the system has {n})", index + 1))?;
+                    edge.kill().await;
+                    tokio::time::sleep(down).await;
+                    edge.restart().await.map_err(|e| format!("{e:#}"))?;
+                    Ok("restarted".to_owned())
+                }
+                Fault::KillRebalancer { down } => {
+                    services.rebalancer.kill().await;
+                    tokio::time::sleep(down).await;
+                    services
+                        .rebalancer
+                        .restart()
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    Ok("restarted".to_owned())
                 }
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_events_must_name_a_shard_or_edge_the_local_system_has() {
+        let sc = Scenario::load("slow-shard").unwrap();
+        assert!(check_fault_targets(&sc, 3, 1).is_ok());
+        let e = check_fault_targets(&sc, 1, 1).unwrap_err().to_string();
+        assert!(
+            e.contains("event 1 (slow_shard at 15 s): shard = 2") && e.contains("has 1 shard"),
+            "{e}"
+        );
+        let mut sc = Scenario::load("edge-restart").unwrap();
+        sc.events[0].edge = Some(2);
+        let e = check_fault_targets(&sc, 3, 1).unwrap_err().to_string();
+        assert!(e.contains("edge = 2"), "{e}");
+        assert!(check_fault_targets(&Scenario::load("rebalancer-crash").unwrap(), 3, 1).is_ok());
+    }
 }

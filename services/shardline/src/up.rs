@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::future::try_join_all;
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::UpArgs;
 use crate::config::{ConfigError, in_range, load_file};
 use crate::local::{LocalCluster, LocalShard, admin_key_path};
+use crate::restartable::{RestartableEdge, RestartableRebalancer};
 
 pub const CATALOG_DB: &str = "shardline_catalog";
 pub const SHARD_DB: &str = "shardline";
@@ -336,7 +337,10 @@ pub struct Services {
     pub rebalancer_url: String,
     pub edge_urls: Vec<String>,
     router_task: JoinHandle<Result<(), shardline_router::RouterError>>,
-    rebalancer: crate::rebalancer::Rebalancer,
+    /// Restartable in place (the loadtest's `kill_rebalancer`).
+    pub rebalancer: RestartableRebalancer,
+    /// Restartable in place (the loadtest's `kill_edge`).
+    pub edges: Vec<RestartableEdge>,
     cdc_tasks: Vec<JoinHandle<()>>,
 }
 
@@ -348,13 +352,24 @@ impl Services {
         edges: u32,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let router = start_router(stack).await?;
+        Self::start_with(stack, edges, None, shutdown).await
+    }
+
+    /// [`Services::start`], the router writing load samples every
+    /// `load_flush` instead of its default (the loadtest's per-shard chart).
+    pub async fn start_with(
+        stack: &LocalStack,
+        edges: u32,
+        load_flush: Option<Duration>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let router = start_router(stack, load_flush).await?;
         let router_url = format!("http://{}", router.local_addr());
         let router_task = tokio::spawn(router.serve(shutdown.clone()));
         let mut rebalancer_config =
             shardline_rebalancer::Config::new(stack.description.catalog_url.clone());
         rebalancer_config.policy = Some(crate::rebalancer::policy_config(None)?);
-        let rebalancer = crate::rebalancer::Rebalancer::start(
+        let rebalancer = RestartableRebalancer::start(
             rebalancer_config,
             stack.catalog_pool.clone(),
             crate::rebalancer::listen_from_env(true)?,
@@ -366,7 +381,8 @@ impl Services {
         description.rebalancer_url = Some(rebalancer_url.clone());
         description.router_url = Some(router_url.clone());
         description.save(&stack.dir)?;
-        let (edge_urls, cdc_tasks) = crate::cdc::start_in_up(stack, edges, shutdown).await?;
+        let (cdc_tasks, edges) = crate::cdc::start_in_up(stack, edges, shutdown).await?;
+        let edge_urls: Vec<String> = edges.iter().map(|e| format!("http://{}", e.addr)).collect();
         description.edge_urls.clone_from(&edge_urls);
         description.save(&stack.dir)?;
         Ok(Services {
@@ -375,6 +391,7 @@ impl Services {
             edge_urls,
             router_task,
             rebalancer,
+            edges,
             cdc_tasks,
         })
     }
@@ -389,8 +406,11 @@ impl Services {
         self.rebalancer.join().await;
         for t in self.cdc_tasks {
             if let Err(e) = t.await {
-                tracing::error!(error = %e, "replicator/edge task panicked");
+                tracing::error!(error = %e, "replicator task panicked");
             }
+        }
+        for e in self.edges {
+            e.join().await;
         }
     }
 }
@@ -418,9 +438,15 @@ pub async fn run(cfg: UpConfig) -> anyhow::Result<()> {
 }
 
 /// Bind the router on the local cluster's catalog.
-async fn start_router(stack: &LocalStack) -> anyhow::Result<shardline_router::Server> {
+async fn start_router(
+    stack: &LocalStack,
+    load_flush: Option<Duration>,
+) -> anyhow::Result<shardline_router::Server> {
     let mut config = shardline_router::Config::new(stack.description.catalog_url.clone());
     config.router_id = "up-router".into();
+    if let Some(d) = load_flush {
+        config.load_flush_interval = d;
+    }
     let wanted = std::env::var("SHARDLINE_ROUTER_LISTEN").ok();
     if let Some(listen) = &wanted {
         config.listen = listen
