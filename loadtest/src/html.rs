@@ -17,7 +17,7 @@ const PAD_R: f64 = 16.0;
 const PAD_T: f64 = 24.0;
 const PAD_B: f64 = 30.0;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -355,6 +355,9 @@ pub fn render(r: &RunReport) -> String {
         if !r.settled {
             h.push_str(r#"<p class="fail">Moves did not settle within settle_s.</p>"#);
         }
+    }
+    if let Some(hs) = &r.hotspot {
+        h.push_str(&crate::hotspot::html(hs));
     }
     if let Some(b) = &r.baseline {
         let _ = write!(

@@ -8,11 +8,12 @@
 //! merchant popularity, deliberate idempotent retries), the JSON report, and the
 //! end-of-run [`verify`]er, the HTML report ([`html`]) with per-shard load
 //! ([`shard_load`]), scheduled moves and faults ([`events`]), the latency
-//! [`proxy`] of the `slow-shard` scenario, and baseline comparison
-//! ([`baseline`]).
+//! [`proxy`] of the `slow-shard` scenario, the [`hotspot`] scenario's watcher of
+//! the autonomous policy, and baseline comparison ([`baseline`]).
 
 pub mod baseline;
 pub mod events;
+pub mod hotspot;
 pub mod html;
 pub mod http;
 pub mod proxy;

@@ -77,6 +77,9 @@ pub struct RunReport {
     pub retry_mismatches: Vec<String>,
     /// Scheduled moves and faults; one that failed (`ok` false) fails the run.
     pub events: Vec<EventOutcome>,
+    /// What the autonomous policy did about the scenario's hot spot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hotspot: Option<crate::hotspot::HotspotOutcome>,
     /// Whether every move finished within `settle_s` after the load.
     pub settled: bool,
     /// Unknown outcomes resolved by replaying their Idempotency-Key.
@@ -201,7 +204,7 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started_at = chrono_now();
     let timeout = sc.request_timeout();
-    let moves = sc.events.iter().any(events::Event::needs_admin);
+    let moves = sc.events.iter().any(events::Event::needs_admin) || sc.hotspot.is_some();
     let admin = match (&ep.rebalancer_url, moves) {
         (Some(u), _) => Some(Client::new(u, &ep.api_key, Duration::from_secs(30))),
         (None, false) => None,
@@ -217,6 +220,18 @@ pub async fn run(
         .map(|u| Client::new(u, &ep.api_key, timeout))
         .collect();
     let (merchants, mut acked) = onboard(&router, sc, seed).await?;
+    let previous_policy = match (&admin, &sc.policy) {
+        (Some(a), Some(mode)) => set_policy(a, mode).await?,
+        (None, Some(mode)) => {
+            tracing::warn!(mode, "no rebalancer URL: the policy mode is left as it is");
+            None
+        }
+        _ => None,
+    };
+    let hot = sc
+        .hotspot
+        .as_ref()
+        .map(|h| (h.clone(), h.rank_of(merchants.len())));
     let zipf = Zipf::new(merchants.len(), sc.zipf_s);
     let chooser = OpChooser::new(&sc.mix, !edges.is_empty());
     let stats = Arc::new(Mutex::new(Stats::new()));
@@ -238,6 +253,24 @@ pub async fn run(
             start,
         ))
     });
+    let hotspot_task = match (&hot, &admin) {
+        (Some((h, rank)), Some(a)) => Some(tokio::spawn(crate::hotspot::watch(
+            a.clone(),
+            merchants[*rank].id,
+            h.clone(),
+            start,
+            start_unix + h.at_s as f64,
+            start + sc.duration(),
+        ))),
+        _ => None,
+    };
+    let hot_from = hot.as_ref().map(|(h, rank)| {
+        (
+            start + Duration::from_secs(h.at_s),
+            h.share,
+            merchants[*rank].clone(),
+        )
+    });
     let interval = Duration::from_secs_f64(1.0 / f64::from(sc.rate));
     let total = u64::from(sc.rate) * sc.duration_s;
     let mut tasks = tokio::task::JoinSet::new();
@@ -249,7 +282,14 @@ pub async fn run(
             () = cancel.cancelled() => break,
         }
         let kind = chooser.choose(&mut rng);
-        let m = merchants[zipf.sample(&mut rng)].clone();
+        let m = match &hot_from {
+            Some((at, share, m))
+                if intended >= *at && rand::Rng::random::<f64>(&mut rng) < *share =>
+            {
+                m.clone()
+            }
+            _ => merchants[zipf.sample(&mut rng)].clone(),
+        };
         let edge = (!edges.is_empty()).then(|| edges[i as usize % edges.len()].clone());
         let (router, stats_t, acked_live, unknown, sem_t) = (
             router.clone(),
@@ -320,6 +360,11 @@ pub async fn run(
         Some(a) => events::settle(a, Duration::from_secs(sc.settle_s)).await,
         None => true,
     };
+    if let (Some(a), Some(mode)) = (&admin, previous_policy)
+        && let Err(e) = set_policy(a, &mode).await
+    {
+        tracing::warn!(error = %e, mode, "restoring the policy mode failed");
+    }
     let resolved_unknown = resolved.len();
     acked.extend(resolved);
     let target = Target {
@@ -343,6 +388,19 @@ pub async fn run(
                 (Vec::new(), Some(e.to_string()))
             }
         };
+    let hotspot = match hotspot_task {
+        Some(t) => match t.await {
+            Ok(mut h) => {
+                crate::hotspot::add_spreads(&mut h, &shard_load, elapsed.as_secs_f64());
+                Some(h)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "hotspot watcher failed");
+                None
+            }
+        },
+        None => None,
+    };
     let events_ok = event_outcomes.iter().all(|e| e.ok);
     let stats = stats.lock().unwrap_or_else(|p| p.into_inner());
     let (operations, errors) = stats.totals();
@@ -362,6 +420,7 @@ pub async fn run(
         shard_load_error,
         retry_mismatches: stats.retry_mismatches.clone(),
         events: event_outcomes,
+        hotspot,
         settled,
         resolved_unknown,
         unresolved_unknown,
@@ -369,6 +428,36 @@ pub async fn run(
         passed,
         baseline: None,
     })
+}
+
+/// Set the rebalancer's policy mode; returns the mode it had (to restore).
+async fn set_policy(admin: &Client, mode: &str) -> Result<Option<String>, RunError> {
+    let before = admin
+        .get("/v1/policy")
+        .await
+        .map_err(|e| RunError::Setup(format!("reading the policy mode: {e}")))?;
+    if !before.status.is_success() {
+        return Err(RunError::Setup(format!(
+            "reading the policy mode: http {}: {}",
+            before.status, before.body
+        )));
+    }
+    let verb = match mode {
+        "active" => "resume",
+        "dry_run" => "dry-run",
+        _ => "pause",
+    };
+    let r = admin
+        .post(&format!("/v1/policy/{verb}"), None, &serde_json::json!({}))
+        .await
+        .map_err(|e| RunError::Setup(format!("setting the policy mode: {e}")))?;
+    if !r.status.is_success() {
+        return Err(RunError::Setup(format!(
+            "setting the policy mode {mode}: http {}: {}",
+            r.status, r.body
+        )));
+    }
+    Ok(before.body["mode"].as_str().map(str::to_owned))
 }
 
 fn unix_now() -> f64 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Shipped presets: name -> TOML.
-pub const PRESETS: [(&str, &str); 7] = [
+pub const PRESETS: [(&str, &str); 8] = [
     ("steady", include_str!("../scenarios/steady.toml")),
     (
         "move-under-load",
@@ -18,6 +18,7 @@ pub const PRESETS: [(&str, &str); 7] = [
         "nats-restart",
         include_str!("../scenarios/nats-restart.toml"),
     ),
+    ("hotspot", include_str!("../scenarios/hotspot.toml")),
     ("slow-shard", include_str!("../scenarios/slow-shard.toml")),
     (
         "edge-restart",
@@ -93,6 +94,14 @@ pub struct Scenario {
     /// Operator actions at given seconds (moves through the rebalancer).
     #[serde(default)]
     pub events: Vec<crate::events::Event>,
+    /// The rebalancer's autonomous policy during the run: `active`, `dry_run`
+    /// or `paused` (set through the admin API at the start, the previous mode
+    /// restored at the end). Unset: left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// One merchant turns hot at a given second (the `hotspot` scenario).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotspot: Option<crate::hotspot::Hotspot>,
 }
 
 impl Scenario {
@@ -171,6 +180,18 @@ impl Scenario {
                     field,
                     detail,
                 })?;
+        }
+        if let Some(p) = &self.policy
+            && !matches!(p.as_str(), "active" | "dry_run" | "paused")
+        {
+            return Err(ScenarioError::Invalid {
+                setting: "policy",
+                detail: format!("{p:?} is not one of active, dry_run, paused"),
+            });
+        }
+        if let Some(h) = &self.hotspot {
+            h.validate(self.merchants, self.duration_s)
+                .map_err(|(setting, detail)| ScenarioError::Invalid { setting, detail })?;
         }
         let m = &self.mix;
         let writes = m.onboard + m.authorize + m.capture + m.refund + m.void;

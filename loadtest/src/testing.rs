@@ -60,6 +60,7 @@ pub(crate) fn report(passed: bool) -> RunReport {
             phase_ms: serde_json::json!({"pause_ms": 40.0}),
             ok: true,
         }],
+        hotspot: None,
         settled: true,
         resolved_unknown: 0,
         unresolved_unknown: Vec::new(),

@@ -365,14 +365,10 @@ fn log_triggers(name: &str) -> [String; 2] {
 /// writer of the table behind it, and one table per transaction cannot deadlock
 /// with writers that hold locks on several.
 async fn table_ddl(pool: &PgPool, sql: &str) -> Result<()> {
-    let wrapped = format!("BEGIN; SET LOCAL lock_timeout = '200ms'; {sql}; COMMIT;");
     let mut delay = Duration::from_millis(20);
     for attempt in 0.. {
-        match sqlx::raw_sql(AssertSqlSafe(wrapped.clone()))
-            .execute(pool)
-            .await
-        {
-            Ok(_) => return Ok(()),
+        match table_ddl_once(pool, sql).await {
+            Ok(()) => return Ok(()),
             Err(e)
                 if attempt < 50
                     && e.as_database_error()
@@ -387,6 +383,20 @@ async fn table_ddl(pool: &PgPool, sql: &str) -> Result<()> {
         }
     }
     unreachable!("the loop returns")
+}
+
+/// One attempt, in a transaction that is rolled back when any statement fails
+/// (a `BEGIN; ...; COMMIT;` string would leave the pooled connection inside an
+/// aborted transaction after a lock timeout, failing every later query on it).
+async fn table_ddl_once(pool: &PgPool, sql: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql("SET LOCAL lock_timeout = '200ms'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// Create (or replace) the move's change-log triggers on every moved table of the
