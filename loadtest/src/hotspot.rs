@@ -339,6 +339,23 @@ fn spread_row(name: &str, s: Option<&Spread>) -> String {
     }
 }
 
+/// Time-axis markers (seconds after the load started): the onset, and each
+/// policy move planned and finished.
+#[must_use]
+pub fn markers(h: &HotspotOutcome) -> Vec<(f64, String)> {
+    let mut out = vec![(h.onset_s, "hot spot".to_owned())];
+    for m in &h.moves {
+        out.push((
+            h.onset_s + m.created_s,
+            format!("policy {} planned", m.reason),
+        ));
+        if let Some(f) = m.finished_s {
+            out.push((h.onset_s + f, format!("policy move {}", m.state)));
+        }
+    }
+    out
+}
+
 /// The report's hot spot section.
 #[must_use]
 pub fn html(h: &HotspotOutcome) -> String {

@@ -229,7 +229,7 @@ fn shard_charts(r: &RunReport, x_max: f64, markers: &[(f64, String)]) -> String 
 /// The whole page.
 pub fn render(r: &RunReport) -> String {
     let x_max = r.scenario.duration_s as f64;
-    let markers: Vec<(f64, String)> = r
+    let mut markers: Vec<(f64, String)> = r
         .events
         .iter()
         .flat_map(|e| {
@@ -243,6 +243,9 @@ pub fn render(r: &RunReport) -> String {
             ]
         })
         .collect();
+    if let Some(hs) = &r.hotspot {
+        markers.extend(crate::hotspot::markers(hs));
+    }
     let ops = by_op(&r.timeline);
     let kinds: Vec<OpKind> = ops.keys().copied().collect();
     let series = |f: &dyn Fn(&Point) -> f64| -> Vec<Series<'static>> {
