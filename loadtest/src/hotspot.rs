@@ -117,6 +117,9 @@ pub struct HotspotOutcome {
     pub before: Option<Spread>,
     pub during: Option<Spread>,
     pub after: Option<Spread>,
+    /// Every policy decision after the onset (taken or declined), oldest
+    /// first: seconds after the onset, kind, reason code, explanation.
+    pub decisions: Vec<(f64, String, String, String)>,
     /// What the watcher could not read (the admin API down, say).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
@@ -171,6 +174,7 @@ pub async fn watch(
         before: None,
         during: None,
         after: None,
+        decisions: Vec::new(),
         errors: Vec::new(),
     };
     let note = |out: &mut HotspotOutcome, e: String| {
@@ -263,6 +267,30 @@ pub async fn watch(
             Err(e) => note(&mut out, e.to_string()),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    match admin.get("/v1/decisions?limit=1000").await {
+        Ok(r) => {
+            let mut ds: Vec<(f64, String, String, String)> = list(&r.body)
+                .into_iter()
+                .filter_map(|d| {
+                    let t = unix(d["at"].as_str()?)?;
+                    (t >= onset_unix).then(|| {
+                        (
+                            since(t),
+                            d["kind"].as_str().unwrap_or("?").to_owned(),
+                            d["reason"].as_str().unwrap_or("?").to_owned(),
+                            d["decision"]["explanation"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_owned(),
+                        )
+                    })
+                })
+                .collect();
+            ds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            out.decisions = ds;
+        }
+        Err(e) => note(&mut out, e.to_string()),
     }
     out
 }
@@ -403,6 +431,18 @@ pub fn html(h: &HotspotOutcome) -> String {
             ));
         }
         out.push_str("</table>");
+    }
+    if !h.decisions.is_empty() {
+        out.push_str("<details><summary>every policy decision after the onset</summary><table><tr><th>s</th><th>kind</th><th>reason</th><th>why</th></tr>");
+        for (t, kind, reason, why) in &h.decisions {
+            out.push_str(&format!(
+                "<tr><td>{t:.1}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+                esc(kind),
+                esc(reason),
+                esc(why)
+            ));
+        }
+        out.push_str("</table></details>");
     }
     for e in &h.errors {
         out.push_str(&format!("<p class=\"fail\">watcher: {}</p>", esc(e)));
