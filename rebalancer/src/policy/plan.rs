@@ -259,9 +259,9 @@ impl<'a> Planner<'a> {
         self.bytes_hour = self.bytes_hour.saturating_add(bytes);
     }
 
-    /// Consecutive newest intervals in which `shard` was above that interval's
+    /// Per interval (oldest first): whether `shard` was above that interval's
     /// hot threshold.
-    fn intervals_hot(&self, shard: &ShardId) -> u32 {
+    fn hot_series(&self, shard: &ShardId) -> Vec<bool> {
         let n = usize::try_from(self.model.intervals).unwrap_or(0);
         let mut totals = vec![0.0; n];
         for u in &self.model.units {
@@ -271,17 +271,35 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let series = self.model.shard_series(shard);
         let k = self.active.len().max(1) as f64;
-        let mut count = 0;
-        for (x, total) in series.iter().zip(&totals).rev() {
-            if *x > self.threshold(total / k) {
-                count += 1;
-            } else {
-                break;
-            }
-        }
-        count
+        self.model
+            .shard_series(shard)
+            .iter()
+            .zip(&totals)
+            .map(|(x, total)| *x > self.threshold(total / k))
+            .collect()
+    }
+
+    /// Whether `shard` was hot in some interval before its current hot run of
+    /// `run` intervals: it has been hot, cooled off and is hot again, the mark
+    /// of oscillating load. A first hot run after a cool history is a step
+    /// change (a merchant turning hot) and is acted on once sustained.
+    fn hot_before_run(&self, shard: &ShardId, run: u32) -> bool {
+        let hot = self.hot_series(shard);
+        let run = usize::try_from(run).unwrap_or(usize::MAX);
+        hot.len() > run && hot[..hot.len() - run].iter().any(|h| *h)
+    }
+
+    /// Consecutive newest intervals in which `shard` was above that interval's
+    /// hot threshold.
+    fn intervals_hot(&self, shard: &ShardId) -> u32 {
+        let n = self
+            .hot_series(shard)
+            .iter()
+            .rev()
+            .take_while(|h| **h)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// The shard's mean load over the whole history window and the hot
@@ -371,7 +389,7 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let (long, long_threshold) = self.window_load(&shard);
-                if long <= long_threshold {
+                if self.hot_before_run(&shard, run) && long <= long_threshold {
                     let mut inputs = self.base_inputs();
                     inputs.shard = Some(shard.clone());
                     inputs.intervals_hot = Some(run);

@@ -150,10 +150,30 @@ fn with_default_knobs_a_hot_merchant_is_isolated_within_a_minute_of_its_onset() 
     );
 }
 
-/// A merchant of s1 adds 250 req/s from tick 5; s4 carries `s4_total` req/s,
+#[test]
+fn with_a_full_history_window_a_hot_merchant_is_still_acted_on_within_a_minute() {
+    // 70 intervals of balanced load first (more than the 60-interval history
+    // window): the window average alone would take minutes to cross the
+    // threshold; a first hot run after a cool history is a step change.
+    // A moderate hot spot (+60 req/s on a 100 req/s shard): the window average
+    // of the old check needed 9 hot intervals to cross its threshold.
+    let cfg = PolicyConfig::default();
+    let tick = hot_merchant_case_at(cfg, 85.0, 70, 60.0);
+    assert!(
+        tick <= 73,
+        "acted at tick {tick}: {} s after the onset",
+        (tick - 69) * 10
+    );
+}
+
+fn hot_merchant_case(cfg: PolicyConfig, s4_total: f64) -> u64 {
+    hot_merchant_case_at(cfg, s4_total, 5, 250.0)
+}
+
+/// A merchant of s1 adds `hot_rate` req/s from tick `onset`; s4 carries `s4_total` req/s,
 /// the others 100. Returns the tick of the first taken decision (checked to be
 /// the isolation of that merchant to s4, never before the load was sustained).
-fn hot_merchant_case(cfg: PolicyConfig, s4_total: f64) -> u64 {
+fn hot_merchant_case_at(cfg: PolicyConfig, s4_total: f64, onset: u64, hot_rate: f64) -> u64 {
     let sh = shard_ids(4);
     let map = RangeMap::even(&sh, 4, 1).unwrap();
     let ms = merchants(400, 1, 1 << 20);
@@ -173,14 +193,21 @@ fn hot_merchant_case(cfg: PolicyConfig, s4_total: f64) -> u64 {
         &sh,
         map,
         ms,
-        Box::new(move |t, i| base[i] + if i == hot && t >= 5 { 250.0 } else { 0.0 }),
+        Box::new(move |t, i| {
+            base[i]
+                + if i == hot && t >= onset {
+                    hot_rate
+                } else {
+                    0.0
+                }
+        }),
     );
-    sim.run(20);
+    sim.run(onset + 15);
     let taken = sim.taken();
     assert!(!taken.is_empty(), "nothing taken");
     let (tick, first) = &taken[0];
     assert!(
-        *tick >= 7,
+        *tick >= onset + 2,
         "acted at tick {tick} before the load was sustained"
     );
     match first {
