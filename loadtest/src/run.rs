@@ -360,11 +360,6 @@ pub async fn run(
         Some(a) => events::settle(a, Duration::from_secs(sc.settle_s)).await,
         None => true,
     };
-    if let (Some(a), Some(mode)) = (&admin, previous_policy)
-        && let Err(e) = set_policy(a, &mode).await
-    {
-        tracing::warn!(error = %e, mode, "restoring the policy mode failed");
-    }
     let resolved_unknown = resolved.len();
     acked.extend(resolved);
     let target = Target {
@@ -379,7 +374,22 @@ pub async fn run(
             .collect(),
         edge_wait: Duration::from_secs(sc.settle_s.max(1)),
     };
-    let verifier = verify::verify(&target, &acked, &[]).await?;
+    // Hot spot: stop the policy before the verifier reads the map (a move
+    // started after that read would make rows look missing on their owner).
+    if let (Some(a), true) = (&admin, sc.hotspot.is_some()) {
+        if let Err(e) = set_policy(a, "paused").await {
+            tracing::warn!(error = %e, "pausing the policy for the verifier failed");
+        }
+        events::settle(a, Duration::from_secs(sc.settle_s)).await;
+    }
+    let verified = verify::verify(&target, &acked, &[]).await;
+    // The previous mode comes back only after the verifier (see above).
+    if let (Some(a), Some(mode)) = (&admin, previous_policy)
+        && let Err(e) = set_policy(a, &mode).await
+    {
+        tracing::warn!(error = %e, mode, "restoring the policy mode failed");
+    }
+    let verifier = verified?;
     let (shard_load, shard_load_error) =
         match crate::shard_load::read(&ep.catalog_url, start_unix, unix_now()).await {
             Ok(points) => (points, None),
