@@ -219,7 +219,7 @@ fn essence(r: &Reply) -> (u16, Value) {
 }
 
 /// Send a write; with probability `retry`, send it again with the same key and
-/// check the replay equals the original.
+/// check the replay equals the original (when the original was definitive).
 async fn write<R: Rng + ?Sized>(
     router: &Client,
     path: &str,
@@ -240,7 +240,14 @@ async fn write<R: Rng + ?Sized>(
         }
         o => done.outcome = Some(o),
     }
-    if again && let Ok(orig) = &first {
+    // Only a definitive first answer (not a 5xx, timeout or transport error:
+    // those leave the outcome open and store nothing to replay) must be
+    // reproduced by the replay.
+    let definitive = !matches!(done.outcome, Some(Outcome::Unknown(_)));
+    if again
+        && definitive
+        && let Ok(orig) = &first
+    {
         match router.post(path, Some(&idem), &body).await {
             Ok(rep) if essence(&rep) == essence(orig) && rep.replayed => {}
             Ok(rep) if rep.status.as_u16() == 409 => {} // first still in flight
