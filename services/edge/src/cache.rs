@@ -6,15 +6,16 @@
 //!   evicts a random entry of its own (O(1): the keys also sit in a vector, an
 //!   eviction swaps the last key into the hole).
 //! * Coherence with the apply path (the only writer of the rows table), a
-//!   seqlock-style `generation`: [`RowCache::begin_write`] takes the writer lock
-//!   and makes it odd before the redb write transaction; the apply commits, puts
-//!   every row it wrote ([`CacheWrite::put`], insert, not invalidate) and
-//!   [`CacheWrite::finish`] makes it even again. A reader that misses takes a
-//!   [`FillTicket`] (the generation) BEFORE its redb read and [`RowCache::fill`]s
-//!   what it read only if the ticket was even and the generation is still the
-//!   same, checked under the shard's write lock (which every put also takes),
-//!   and only into a vacant slot. The full argument is in `docs/edge.md`
-//!   ("Read cache").
+//!   seqlock-style generation per shard: [`RowCache::begin_write`] (given the
+//!   keys the apply wrote, before its redb commit) takes the writer lock and
+//!   makes the generation of every shard holding one of those keys odd; the
+//!   apply commits, puts every row it wrote ([`CacheWrite::put`], insert, not
+//!   invalidate) and [`CacheWrite::finish`] makes them even again. A reader
+//!   that misses takes a [`FillTicket`] (its key's shard generation) BEFORE its
+//!   redb read and [`RowCache::fill`]s what it read only if the ticket was even
+//!   and the generation is still the same, checked under the shard's write
+//!   lock (which every put also takes), and only into a vacant slot. The full
+//!   argument is in `docs/edge.md` ("Read cache").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -124,6 +125,9 @@ impl Map {
 struct Shard {
     map: RwLock<Map>,
     cap: usize,
+    /// Odd while a write of a key of this shard is between (just before) its
+    /// redb commit and its last put.
+    generation: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -156,9 +160,7 @@ pub struct RowCache {
     shards: Box<[Shard]>,
     capacity: usize,
     hasher: RandomState,
-    /// Odd while an apply is between its redb write and its last cache put.
-    generation: AtomicU64,
-    /// Serializes writers (applies and clears), so the generation's parity
+    /// Serializes writers (applies and clears), so a generation's parity
     /// means what it says.
     writer: Mutex<()>,
 }
@@ -168,7 +170,6 @@ impl std::fmt::Debug for RowCache {
         f.debug_struct("RowCache")
             .field("capacity", &self.capacity)
             .field("shards", &self.shards.len())
-            .field("generation", &self.generation.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +187,7 @@ impl RowCache {
                 }),
                 // Spread exactly `capacity` over the shards.
                 cap: capacity / n + usize::from(i < capacity % n),
+                generation: AtomicU64::new(0),
                 hits: AtomicU64::new(0),
                 misses: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
@@ -197,7 +199,6 @@ impl RowCache {
             shards,
             capacity,
             hasher,
-            generation: AtomicU64::new(0),
             writer: Mutex::new(()),
         }
     }
@@ -206,9 +207,12 @@ impl RowCache {
         self.capacity
     }
 
+    fn index(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) % self.shards.len() as u64) as usize
+    }
+
     fn shard(&self, key: &str) -> &Shard {
-        let i = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
-        &self.shards[i]
+        &self.shards[self.index(key)]
     }
 
     /// The cached row, counting a hit or a miss.
@@ -247,9 +251,9 @@ impl RowCache {
         shard.read().map.get(key).map(|s| s.row.clone())
     }
 
-    /// Take before reading redb for a later [`RowCache::fill`].
-    pub fn ticket(&self) -> FillTicket {
-        FillTicket(self.generation.load(Ordering::SeqCst))
+    /// Take before reading `key` from redb for a later [`RowCache::fill`].
+    pub fn ticket(&self, key: &str) -> FillTicket {
+        FillTicket(self.shard(key).generation.load(Ordering::SeqCst))
     }
 
     /// Cache `row`, read from redb after `ticket` was taken, unless an apply
@@ -265,7 +269,8 @@ impl RowCache {
             let mut map = shard.write();
             // Checked under the shard lock: a put for this key after a
             // generation change waits for this insert and overwrites it.
-            let unchanged = ticket.0 % 2 == 0 && self.generation.load(Ordering::SeqCst) == ticket.0;
+            let unchanged =
+                ticket.0 % 2 == 0 && shard.generation.load(Ordering::SeqCst) == ticket.0;
             if unchanged && !map.map.contains_key(key) {
                 if map.insert_new(key, row.clone(), shard.cap) {
                     shard.evictions.fetch_add(1, Ordering::Relaxed);
@@ -284,31 +289,39 @@ impl RowCache {
         cached
     }
 
-    /// Start a write of the rows table: waits for any other writer, then makes
-    /// the generation odd. Finish with [`CacheWrite::finish`]; dropping the
-    /// guard unfinished (an error or panic between begin and finish) empties
-    /// the cache, since what redb then holds is not known here.
-    pub fn begin_write(&self) -> CacheWrite<'_> {
+    /// Start a write of the rows `keys` (call before the redb commit that
+    /// writes them): waits for any other writer, then makes the generation of
+    /// each shard holding one of them odd. Finish with [`CacheWrite::finish`];
+    /// dropping the guard unfinished (an error or panic between begin and
+    /// finish) empties those shards, since what redb then holds is not known
+    /// here.
+    pub fn begin_write<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> CacheWrite<'_> {
+        let mut touched = 0u64;
+        for k in keys {
+            touched |= 1 << self.index(k);
+        }
+        self.begin_write_shards(touched)
+    }
+
+    /// `touched`: bit i = shard i (at most [`MAX_SHARDS`] = 64 shards).
+    fn begin_write_shards(&self, touched: u64) -> CacheWrite<'_> {
         let lock = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        CacheWrite {
+        let w = CacheWrite {
             cache: self,
             _lock: lock,
+            touched,
             finished: false,
-        }
+        };
+        w.bump();
+        w
     }
 
-    /// Drop every entry (as a write: fills that read before it are refused).
+    /// Drop every entry (as a write of every shard: fills that read before it
+    /// are refused).
     pub fn clear(&self) {
-        let w = self.begin_write();
-        self.clear_all();
+        let w = self.begin_write_shards(u64::MAX);
+        w.clear_touched();
         w.finish();
-    }
-
-    fn clear_all(&self) {
-        for s in self.shards.iter() {
-            s.write().clear();
-        }
     }
 
     pub fn len(&self) -> usize {
@@ -338,19 +351,45 @@ impl RowCache {
     }
 }
 
-/// An apply in progress (generation odd, writer lock held).
+/// A write in progress (its shards' generations odd, writer lock held).
 #[derive(Debug)]
 pub struct CacheWrite<'a> {
     cache: &'a RowCache,
     _lock: MutexGuard<'a, ()>,
+    /// Bit i: shard i's generation was made odd.
+    touched: u64,
     finished: bool,
 }
 
 impl CacheWrite<'_> {
-    /// Put a row the write committed to redb (after the commit).
+    fn touched(&self) -> impl Iterator<Item = &Shard> {
+        let t = self.touched;
+        self.cache
+            .shards
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| t & (1 << i) != 0)
+            .map(|(_, s)| s)
+    }
+
+    fn bump(&self) {
+        for s in self.touched() {
+            s.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn clear_touched(&self) {
+        for s in self.touched() {
+            s.write().clear();
+        }
+    }
+
+    /// Put a row the write committed to redb (after the commit; its key must
+    /// have been given to [`RowCache::begin_write`], else it is not put).
     pub fn put(&self, key: &str, row: Arc<StoredRow>) {
-        let shard = self.cache.shard(key);
-        if shard.cap == 0 {
+        let i = self.cache.index(key);
+        let shard = &self.cache.shards[i];
+        if shard.cap == 0 || self.touched & (1 << i) == 0 {
             return;
         }
         if shard.write().put(key, row, shard.cap) {
@@ -358,18 +397,18 @@ impl CacheWrite<'_> {
         }
     }
 
-    /// Every put done: the generation becomes even.
+    /// Every put done: the generations become even.
     pub fn finish(mut self) {
         self.finished = true;
-        self.cache.generation.fetch_add(1, Ordering::SeqCst);
+        self.bump();
     }
 }
 
 impl Drop for CacheWrite<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.cache.clear_all();
-            self.cache.generation.fetch_add(1, Ordering::SeqCst);
+            self.clear_touched();
+            self.bump();
         }
     }
 }
@@ -392,8 +431,9 @@ mod tests {
     fn random_eviction_keeps_the_bound_and_the_index_consistent() {
         let c = RowCache::new(10);
         for i in 0..1000 {
-            let t = c.ticket();
-            assert!(c.fill(&format!("k{i}"), t, &row(i)));
+            let k = format!("k{i}");
+            let t = c.ticket(&k);
+            assert!(c.fill(&k, t, &row(i)));
             assert!(c.len() <= 10);
         }
         let s = c.stats();
@@ -409,29 +449,46 @@ mod tests {
 
     #[test]
     fn fills_are_refused_during_and_after_a_write_and_into_filled_slots() {
+        // 100 entries: one shard, so "a" and "b" share a generation.
         let c = RowCache::new(100);
-        let before = c.ticket();
-        let w = c.begin_write();
-        let during = c.ticket();
+        let before = c.ticket("b");
+        let w = c.begin_write(["a"]);
+        let during = c.ticket("b");
         w.put("a", row(2));
         w.finish();
-        assert!(
-            !c.fill("b", before, &row(1)),
-            "ticket from before the write"
-        );
-        assert!(
-            !c.fill("b", during, &row(1)),
-            "ticket from during the write"
-        );
-        assert!(!c.fill("a", c.ticket(), &row(1)), "slot already filled");
+        assert!(!c.fill("b", before, &row(1)), "ticket from before");
+        assert!(!c.fill("b", during, &row(1)), "ticket from during");
+        assert!(!c.fill("a", c.ticket("a"), &row(1)), "slot filled");
         assert_eq!(c.peek("a").map(|r| r.version), Some(2));
-        assert!(c.fill("b", c.ticket(), &row(1)));
-        // An unfinished write (error path) empties the cache.
-        drop(c.begin_write());
+        assert!(c.fill("b", c.ticket("b"), &row(1)));
+        // An unfinished write (error path) empties its shards.
+        drop(c.begin_write(["a"]));
         assert!(c.is_empty());
-        assert_eq!(c.ticket().0 % 2, 0);
+        assert_eq!(c.ticket("a").0 % 2, 0);
         let off = RowCache::new(0);
-        assert!(!off.fill("a", off.ticket(), &row(1)));
+        assert!(!off.fill("a", off.ticket("a"), &row(1)));
         assert!(off.get("a").is_none());
+    }
+
+    #[test]
+    fn a_write_bumps_only_the_shards_of_its_keys() {
+        let c = RowCache::new(64 * 1024);
+        assert_eq!(c.shards.len(), 64);
+        let a = "k0".to_owned();
+        let b = (1..)
+            .map(|i| format!("k{i}"))
+            .find(|k| c.index(k) != c.index(&a))
+            .unwrap_or_default();
+        let tb = c.ticket(&b);
+        let w = c.begin_write([a.as_str()]);
+        // Not given to begin_write: not put (its shard was not made odd).
+        w.put(&b, row(9));
+        w.finish();
+        assert!(c.peek(&b).is_none());
+        assert!(c.fill(&b, tb, &row(1)), "other shard's fill unaffected");
+        let ta = c.ticket(&a);
+        c.clear();
+        assert!(c.is_empty());
+        assert!(!c.fill(&a, ta, &row(1)), "clear refuses older fills");
     }
 }

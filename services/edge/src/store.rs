@@ -114,8 +114,15 @@ pub struct Store {
     cache: RowCache,
 }
 
-/// Rows an apply wrote, by key, in write order.
-type Written = Vec<(String, StoredRow)>;
+/// An apply's redb write transaction before its commit.
+struct Prepared {
+    txn: redb::WriteTransaction,
+    outcome: Applied,
+    cursor: Cursor,
+    /// The rows it writes, by key, in write order (the last one of a key is
+    /// what redb holds after the commit).
+    rows: Vec<(String, StoredRow)>,
+}
 
 /// A miss's redb read, to be offered to the cache ([`Store::finish_fill`]).
 #[derive(Debug)]
@@ -193,7 +200,7 @@ impl Store {
     /// [`Store::get`] is `cache.get`, then this, then [`Store::finish_fill`];
     /// split so a test can run an apply between the two steps.
     pub fn read_for_fill(&self, key: &str) -> Result<Fill, StoreError> {
-        let ticket = self.cache.ticket();
+        let ticket = self.cache.ticket(key);
         let row = self.get_uncached(key)?.map(Arc::new);
         Ok(Fill { ticket, row })
     }
@@ -256,25 +263,28 @@ impl Store {
         txn: &Transaction,
         now_micros: i64,
     ) -> Result<(Applied, Cursor), StoreError> {
-        // Generation odd from before the redb write until every put is done;
-        // an error return drops the guard unfinished, which empties the cache.
-        let write = self.cache.begin_write();
-        let (outcome, cursor, puts) = self.apply_in_redb(stream_seq, txn, now_micros)?;
-        for (key, row) in puts {
+        let p = self.prepare(stream_seq, txn, now_micros)?;
+        // The generations of the written keys' cache shards are odd from
+        // before the commit until every put is done; an error return drops
+        // the guard unfinished, which empties those shards.
+        let write = self
+            .cache
+            .begin_write(p.rows.iter().map(|(k, _)| k.as_str()));
+        p.txn.commit()?;
+        for (key, row) in p.rows {
             write.put(&key, Arc::new(row));
         }
         write.finish();
-        Ok((outcome, cursor))
+        Ok((p.outcome, p.cursor))
     }
 
-    /// The redb write transaction of [`Store::apply`], committed; returns the
-    /// rows it wrote, in order (the last one of a key is what redb holds).
-    fn apply_in_redb(
+    /// The redb write transaction of [`Store::apply`], not yet committed.
+    fn prepare(
         &self,
         stream_seq: u64,
         txn: &Transaction,
         now_micros: i64,
-    ) -> Result<(Applied, Cursor, Written), StoreError> {
+    ) -> Result<Prepared, StoreError> {
         let mut puts = Vec::new();
         let w = self.db.begin_write()?;
         let outcome;
@@ -365,8 +375,12 @@ impl Store {
                 };
             }
         }
-        w.commit()?;
-        Ok((outcome, cursor, puts))
+        Ok(Prepared {
+            txn: w,
+            outcome,
+            cursor,
+            rows: puts,
+        })
     }
 }
 
