@@ -270,7 +270,7 @@ impl RowCache {
             // Checked under the shard lock: a put for this key after a
             // generation change waits for this insert and overwrites it.
             let unchanged =
-                ticket.0 % 2 == 0 && shard.generation.load(Ordering::SeqCst) == ticket.0;
+                ticket.0.is_multiple_of(2) && shard.generation.load(Ordering::SeqCst) == ticket.0;
             if unchanged && !map.map.contains_key(key) {
                 if map.insert_new(key, row.clone(), shard.cap) {
                     shard.evictions.fetch_add(1, Ordering::Relaxed);
