@@ -120,6 +120,9 @@ pub const NAMES: [&str; 3] = ["raw redb get", "Store::get, no cache", "Store::ge
 #[derive(Debug, Default)]
 pub struct StoreReads {
     pub tallies: [Tally; 3],
+    /// CPU time the reading thread got in the timed loops (ns; 0 where
+    /// `/proc/thread-self/schedstat` is unreadable).
+    pub cpu_ns: [u64; 3],
     pub hits: u64,
     pub lookups: u64,
 }
@@ -127,6 +130,12 @@ pub struct StoreReads {
 impl StoreReads {
     pub fn per_sec(&self, i: usize) -> f64 {
         self.tallies[i].per_sec()
+    }
+
+    /// Reads per second of CPU the thread actually got: on a shared machine
+    /// the rate per core, less what preemption by other processes took.
+    pub fn per_cpu_sec(&self, i: usize) -> Option<f64> {
+        (self.cpu_ns[i] > 0).then(|| self.tallies[i].ops as f64 * 1e9 / self.cpu_ns[i] as f64)
     }
 
     /// Rate of variant `a` over variant `b`.
@@ -139,21 +148,31 @@ impl StoreReads {
     }
 }
 
+/// CPU time of the calling thread (ns), from `/proc/thread-self/schedstat`.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// One round's results: reads, CPU time (ns), cache (hits, lookups).
+type Round = (Tally, u64, (u64, u64));
+
 /// One round on one thread: random existing keys until `seconds` have passed.
-/// Returns the tally and (hits, lookups) of the cache.
 fn read_round(
     path: &Path,
     keys: &[String],
     variant: Variant,
     seconds: u32,
-) -> anyhow::Result<(Tally, (u64, u64))> {
+) -> anyhow::Result<Round> {
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let budget = Duration::from_secs(seconds.into());
     let mut ops = 0u64;
     let start;
     let mut hits = (0, 0);
+    let cpu0;
     if variant == Variant::Raw {
         let db = redb::Database::open(path)?;
+        cpu0 = thread_cpu_ns();
         start = Instant::now();
         while start.elapsed() < budget {
             for _ in 0..1024 {
@@ -180,6 +199,7 @@ fn read_round(
             }
         }
         let before = store.cache_stats();
+        cpu0 = thread_cpu_ns();
         start = Instant::now();
         while start.elapsed() < budget {
             for _ in 0..1024 {
@@ -201,7 +221,11 @@ fn read_round(
         elapsed: start.elapsed(),
         latencies_us: Vec::new(),
     };
-    Ok((tally, hits))
+    let cpu = match (cpu0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    Ok((tally, cpu, hits))
 }
 
 /// Fill a store in `dir`; one warm-up round (1 s) of each variant, then
@@ -235,16 +259,20 @@ pub async fn run(dir: &Path, rows: usize, rounds: u32, seconds: u32) -> anyhow::
     for r in 0..rounds as usize {
         for j in 0..VARIANTS.len() {
             let i = (r + j) % VARIANTS.len();
-            let (t, (hits, lookups)) = round(VARIANTS[i], seconds).await?;
+            let (t, cpu, (hits, lookups)) = round(VARIANTS[i], seconds).await?;
             eprintln!(
-                "  round {} {:<22} {:>11.0} reads/s",
+                "  round {} {:<22} {:>11.0} reads/s, {:>4.0}% of a core",
                 r + 1,
                 NAMES[i],
-                t.per_sec()
+                t.per_sec(),
+                cpu as f64 / 1e7 / t.elapsed.as_secs_f64().max(1e-9)
             );
             out.tallies[i].add_round(t);
-            out.hits += hits;
-            out.lookups += lookups;
+            out.cpu_ns[i] += cpu;
+            if VARIANTS[i] == Variant::Cached {
+                out.hits += hits;
+                out.lookups += lookups;
+            }
         }
     }
     Ok(out)
@@ -254,9 +282,9 @@ pub async fn run(dir: &Path, rows: usize, rounds: u32, seconds: u32) -> anyhow::
 /// the ratios to the raw baseline and of cached to uncached, the hit ratio.
 pub fn report(res: &StoreReads, rows: u32) -> serde_json::Value {
     json!({
-        NAMES[0]: {"per_s": res.per_sec(0)},
-        NAMES[1]: {"per_s": res.per_sec(1)},
-        NAMES[2]: {"per_s": res.per_sec(2), "hit_ratio": res.hit_ratio()},
+        NAMES[0]: {"per_s": res.per_sec(0), "per_cpu_s": res.per_cpu_sec(0)},
+        NAMES[1]: {"per_s": res.per_sec(1), "per_cpu_s": res.per_cpu_sec(1)},
+        NAMES[2]: {"per_s": res.per_sec(2), "per_cpu_s": res.per_cpu_sec(2), "hit_ratio": res.hit_ratio()},
         "ratio_no_cache_to_raw": res.ratio(1, 0),
         "ratio_cached_to_raw": res.ratio(2, 0),
         "ratio_cached_to_no_cache": res.ratio(2, 1),
@@ -266,14 +294,20 @@ pub fn report(res: &StoreReads, rows: u32) -> serde_json::Value {
 
 pub fn print(res: &StoreReads, rows: u32) {
     println!("edge store point reads in process ({rows} rows, one thread; goal >= 1M reads/s)");
-    println!("  {:<34} {:>12}", "variant", "reads/s");
+    println!(
+        "  {:<34} {:>12} {:>14}",
+        "variant", "reads/s", "reads/CPU-s"
+    );
     for (i, name) in NAMES.iter().enumerate() {
         let name = if i == 0 {
             format!("{name} (baseline)")
         } else {
             (*name).to_owned()
         };
-        println!("  {name:<34} {:>12.0}", res.per_sec(i));
+        let cpu = res
+            .per_cpu_sec(i)
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+        println!("  {name:<34} {:>12.0} {cpu:>14}", res.per_sec(i));
     }
     println!("  ratio {}/{}: {:.3}x", NAMES[1], NAMES[0], res.ratio(1, 0));
     println!("  ratio {}/{}: {:.3}x", NAMES[2], NAMES[0], res.ratio(2, 0));
