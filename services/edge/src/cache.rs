@@ -301,28 +301,43 @@ impl RowCache {
         FillTicket(self.shard(key).generation.load(Ordering::SeqCst))
     }
 
-    /// Cache `row`, read from redb after `ticket` was taken, unless an apply
-    /// began since (or was running then), or the slot is already filled (by
-    /// an apply's put or another reader: never older than `row`, see the
-    /// module docs). Returns whether it was cached.
+    /// [`RowCache::offer`], returning only whether `row` was cached.
     pub fn fill(&self, key: &str, ticket: FillTicket, row: &Arc<StoredRow>) -> bool {
+        self.offer(key, ticket, row).0
+    }
+
+    /// Offer `row`, read from redb after `ticket` was taken: cached unless an
+    /// apply of this shard began since (or was running then), or the slot is
+    /// filled. Returns whether it was cached and the entry already there, if
+    /// any: the reader must return THAT entry rather than `row` (`row` may
+    /// come from a commit whose apply has not yet put it, while other readers
+    /// still hit the older entry: returning `row` would let one reader see a
+    /// version and its next read an older one).
+    pub fn offer(
+        &self,
+        key: &str,
+        ticket: FillTicket,
+        row: &Arc<StoredRow>,
+    ) -> (bool, Option<Arc<StoredRow>>) {
         let shard = self.shard(key);
         if shard.cap == 0 {
-            return false;
+            return (false, None);
         }
-        let cached = {
+        let (cached, present) = {
             let mut map = shard.write();
             // Checked under the shard lock: a put for this key after a
             // generation change waits for this insert and overwrites it.
             let unchanged =
                 ticket.0.is_multiple_of(2) && shard.generation.load(Ordering::SeqCst) == ticket.0;
-            if unchanged && !map.map.contains_key(key) {
-                if map.insert_new(key, row.clone(), shard.cap) {
-                    shard.evictions.fetch_add(1, Ordering::Relaxed);
+            match map.map.get(key) {
+                Some(slot) => (false, Some(slot.row.clone())),
+                None if unchanged => {
+                    if map.insert_new(key, row.clone(), shard.cap) {
+                        shard.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (true, None)
                 }
-                true
-            } else {
-                false
+                None => (false, None),
             }
         };
         let counter = if cached {
@@ -331,7 +346,7 @@ impl RowCache {
             &shard.fills_refused
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        cached
+        (cached, present)
     }
 
     /// Start a write of the rows `keys` (call before the redb commit that

@@ -206,12 +206,17 @@ impl Store {
     }
 
     /// The second step of a miss: cache what was read if no apply began since
-    /// the ticket (else leave the cache alone); returns what was read.
+    /// the ticket (else leave the cache alone). Returns the entry the cache
+    /// holds by now if there is one (what every hit returns), else what was
+    /// read.
     pub fn finish_fill(&self, key: &str, fill: Fill) -> Option<Arc<StoredRow>> {
-        if let Some(row) = &fill.row {
-            self.cache.fill(key, fill.ticket, row);
+        match &fill.row {
+            Some(row) => match self.cache.offer(key, fill.ticket, row) {
+                (_, Some(present)) => Some(present),
+                (_, None) => fill.row,
+            },
+            None => None,
         }
-        fill.row
     }
 
     /// The row at `key` read from redb (read transaction + JSON decode), the

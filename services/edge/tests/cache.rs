@@ -143,7 +143,10 @@ fn a_fill_that_read_before_an_apply_is_refused() {
     let fill = store.read_for_fill(&k).unwrap();
     s1.apply(vec![merchant("a", Op::Update, 2)]);
     let read = store.finish_fill(&k, fill).unwrap();
-    assert_eq!(read.version, 1, "the reader returns what its snapshot held");
+    assert_eq!(
+        read.version, 2,
+        "the reader returns the entry the apply put"
+    );
     assert_eq!(store.cache_peek(&k).unwrap().version, 2, "v1 not cached");
     assert_eq!(version(&store, &k), Some(2));
     assert_eq!(store.cache_stats().fills_refused, 1);
@@ -159,6 +162,8 @@ fn a_fill_that_read_before_an_apply_is_refused() {
     s1.apply(vec![merchant("a", Op::Update, 2)]);
     s1.apply(vec![merchant("b", Op::Insert, 1)]);
     assert!(store.cache_peek(&k).is_none(), "a evicted by b");
+    // No entry: the reader returns its snapshot (v1: it read before the
+    // commit), but does not cache it.
     assert_eq!(store.finish_fill(&k, fill).unwrap().version, 1);
     assert!(store.cache_peek(&k).is_none(), "stale fill refused");
     assert_eq!(version(&store, &k), Some(2));
