@@ -213,7 +213,12 @@ impl ApiState {
         ((now_micros() - at) / 1000).max(0)
     }
 
-    async fn row(&self, key: String) -> Result<Option<StoredRow>, ApiError> {
+    /// A point read: from the row cache without leaving this task when it
+    /// holds the row, else on a blocking thread (redb read, then fill).
+    async fn row(&self, key: String) -> Result<Option<Arc<StoredRow>>, ApiError> {
+        if let Some(r) = self.shared.store.get_if_cached(&key) {
+            return Ok(Some(r).filter(|r| !r.deleted));
+        }
         let shared = self.shared.clone();
         let row = tokio::task::spawn_blocking(move || shared.store.get(&key))
             .await

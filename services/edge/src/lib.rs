@@ -4,12 +4,14 @@
 //! staleness (`Shardline-Staleness-Ms`) and read-your-writes (`Shardline-Min-Token`).
 //!
 //! * [`store`]: the redb store, version rule and cursors.
+//! * [`cache`]: the read cache of decoded rows in front of the store.
 //! * [`ranges`]: range ownership from the move engine's `range_events`.
 //! * [`consume`]: the ordered pull consumer loop.
 //! * [`api`]: the axum read API.
 //! * [`metrics`]: Prometheus series (`GET /metrics`).
 
 pub mod api;
+pub mod cache;
 pub mod consume;
 pub mod metrics;
 pub mod ranges;
@@ -61,6 +63,8 @@ pub struct Config {
     pub min_token_wait: Duration,
     /// How long a verified API key is trusted without asking the catalog again.
     pub auth_cache_ttl: Duration,
+    /// Bound of the read cache of decoded rows (entries; 0 disables it).
+    pub cache_entries: usize,
 }
 
 impl Config {
@@ -77,6 +81,7 @@ impl Config {
             catalog_url: catalog_url.into(),
             min_token_wait: Duration::from_secs(1),
             auth_cache_ttl: Duration::from_secs(30),
+            cache_entries: cache::DEFAULT_ENTRIES,
         }
     }
 }
@@ -144,7 +149,8 @@ impl Edge {
     pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Edge, EdgeError> {
         let store = {
             let path = config.store_path.clone();
-            tokio::task::spawn_blocking(move || Store::open(&path)).await??
+            let entries = config.cache_entries;
+            tokio::task::spawn_blocking(move || Store::open_with_cache(&path, entries)).await??
         };
         let cursors = store.cursors()?;
         shardline_core::prometheus::handle();

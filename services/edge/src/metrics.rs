@@ -13,6 +13,10 @@
 //!   `shardline_edge_applied_commit_lsn`, `_applied_end_lsn`, `_applied_stream_seq`
 //!   (`{edge,shard}`), `shardline_edge_staleness_seconds{edge}`,
 //!   `shardline_edge_since_last_apply_seconds{edge,shard}`.
+//! * the read cache (`crate::cache`), refreshed at scrape time:
+//!   counters `shardline_edge_cache_hits_total{edge}`, `_misses_total`,
+//!   `_evictions_total`, `_fills_total`, `_fills_refused_total`; gauges
+//!   `shardline_edge_cache_entries{edge}`, `shardline_edge_cache_capacity{edge}`.
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -67,8 +71,18 @@ pub fn render(shared: &Shared, staleness_ms: i64) -> Response {
         metrics::gauge!("shardline_edge_since_last_apply_seconds", &l)
             .set((now - c.applied_at_micros).max(0) as f64 / 1_000_000.0);
     }
-    metrics::gauge!("shardline_edge_staleness_seconds", "edge" => edge)
+    metrics::gauge!("shardline_edge_staleness_seconds", "edge" => edge.clone())
         .set(staleness_ms.max(0) as f64 / 1000.0);
+    // Counted in the cache's own atomics (no registry lookup per read).
+    let c = shared.store.cache_stats();
+    let e = [("edge", edge)];
+    metrics::counter!("shardline_edge_cache_hits_total", &e).absolute(c.hits);
+    metrics::counter!("shardline_edge_cache_misses_total", &e).absolute(c.misses);
+    metrics::counter!("shardline_edge_cache_evictions_total", &e).absolute(c.evictions);
+    metrics::counter!("shardline_edge_cache_fills_total", &e).absolute(c.fills);
+    metrics::counter!("shardline_edge_cache_fills_refused_total", &e).absolute(c.fills_refused);
+    metrics::gauge!("shardline_edge_cache_entries", &e).set(c.entries as f64);
+    metrics::gauge!("shardline_edge_cache_capacity", &e).set(c.capacity as f64);
     let mut resp = shardline_core::prometheus::render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

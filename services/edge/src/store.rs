@@ -2,9 +2,13 @@
 //! write transaction, the per-shard cursor (stream sequence + commit LSN) and the
 //! global stream position. A transaction is either applied with its cursor or not
 //! at all, so a crash never double-applies or loses one.
+//!
+//! Point reads ([`Store::get`]) go through a [`RowCache`] of decoded rows that
+//! [`Store::apply`] keeps coherent (see [`crate::cache`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -12,6 +16,7 @@ use shardline_replicator::wire::{Op, Transaction, Value};
 use thiserror::Error;
 use tracing::warn;
 
+use crate::cache::{CacheStats, FillTicket, RowCache};
 use crate::ranges;
 
 const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("rows");
@@ -106,10 +111,36 @@ pub enum Applied {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    cache: RowCache,
+}
+
+/// An apply's redb write transaction before its commit.
+struct Prepared {
+    txn: redb::WriteTransaction,
+    outcome: Applied,
+    cursor: Cursor,
+    /// The rows it writes, by key, in write order (the last one of a key is
+    /// what redb holds after the commit).
+    rows: Vec<(String, StoredRow)>,
+}
+
+/// A miss's redb read, to be offered to the cache ([`Store::finish_fill`]).
+#[derive(Debug)]
+pub struct Fill {
+    ticket: FillTicket,
+    row: Option<Arc<StoredRow>>,
 }
 
 impl Store {
+    /// Open (or create) the store with a read cache of
+    /// [`crate::cache::DEFAULT_ENTRIES`] rows.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, crate::cache::DEFAULT_ENTRIES)
+    }
+
+    /// Open (or create) the store with a read cache of at most `cache_entries`
+    /// rows (0: no cache). The cache starts empty.
+    pub fn open_with_cache(path: &Path, cache_entries: usize) -> Result<Self, StoreError> {
         let db = Database::create(path)?;
         let w = db.begin_write()?;
         w.open_table(ROWS)?;
@@ -118,7 +149,10 @@ impl Store {
         w.open_table(ranges::RANGES)?;
         w.open_table(ranges::MARKERS)?;
         w.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            cache: RowCache::new(cache_entries),
+        })
     }
 
     /// The last stream sequence consumed (0: none).
@@ -145,13 +179,69 @@ impl Store {
         ranges::load(&r.open_table(ranges::RANGES)?)
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<StoredRow>, StoreError> {
+    /// The row (or tombstone) at `key`: from the cache, else read from redb
+    /// and cached unless an apply ran meanwhile.
+    pub fn get(&self, key: &str) -> Result<Option<Arc<StoredRow>>, StoreError> {
+        if let Some(row) = self.cache.get(key) {
+            return Ok(Some(row));
+        }
+        let fill = self.read_for_fill(key)?;
+        Ok(self.finish_fill(key, fill))
+    }
+
+    /// The row at `key` if the cache holds it (counted as a hit; nothing on a
+    /// miss, so a following [`Store::get`] counts the lookup once). Never
+    /// blocks on I/O: for async callers before they go to a blocking thread.
+    pub fn get_if_cached(&self, key: &str) -> Option<Arc<StoredRow>> {
+        self.cache.get_if_cached(key)
+    }
+
+    /// The first step of a miss: take the fill ticket, then read redb.
+    /// [`Store::get`] is `cache.get`, then this, then [`Store::finish_fill`];
+    /// split so a test can run an apply between the two steps.
+    pub fn read_for_fill(&self, key: &str) -> Result<Fill, StoreError> {
+        let ticket = self.cache.ticket(key);
+        let row = self.get_uncached(key)?.map(Arc::new);
+        Ok(Fill { ticket, row })
+    }
+
+    /// The second step of a miss: cache what was read if no apply began since
+    /// the ticket (else leave the cache alone). Returns the entry the cache
+    /// holds by now if there is one (what every hit returns), else what was
+    /// read.
+    pub fn finish_fill(&self, key: &str, fill: Fill) -> Option<Arc<StoredRow>> {
+        match &fill.row {
+            Some(row) => match self.cache.offer(key, fill.ticket, row) {
+                (_, Some(present)) => Some(present),
+                (_, None) => fill.row,
+            },
+            None => None,
+        }
+    }
+
+    /// The row at `key` read from redb (read transaction + JSON decode), the
+    /// cache neither consulted nor filled.
+    pub fn get_uncached(&self, key: &str) -> Result<Option<StoredRow>, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(ROWS)?;
         match t.get(key)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The cached row at `key`, counting nothing (tests, diagnostics).
+    pub fn cache_peek(&self, key: &str) -> Option<Arc<StoredRow>> {
+        self.cache.peek(key)
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Empty the read cache (fills that read before this are refused).
+    pub fn clear_cache(&self) {
+        self.cache.clear();
     }
 
     /// Rows whose key starts with `prefix`, in key order.
@@ -170,13 +260,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Apply one transaction with its cursor, atomically.
+    /// Apply one transaction with its cursor, atomically; when this returns,
+    /// the cache holds every row it wrote (readers see them at once).
     pub fn apply(
         &self,
         stream_seq: u64,
         txn: &Transaction,
         now_micros: i64,
     ) -> Result<(Applied, Cursor), StoreError> {
+        let p = self.prepare(stream_seq, txn, now_micros)?;
+        // The generations of the written keys' cache shards are odd from
+        // before the commit until every put is done; an error return drops
+        // the guard unfinished, which empties those shards.
+        let write = self
+            .cache
+            .begin_write(p.rows.iter().map(|(k, _)| k.as_str()));
+        p.txn.commit()?;
+        for (key, row) in p.rows {
+            write.put(&key, Arc::new(row));
+        }
+        write.finish();
+        Ok((p.outcome, p.cursor))
+    }
+
+    /// The redb write transaction of [`Store::apply`], not yet committed.
+    fn prepare(
+        &self,
+        stream_seq: u64,
+        txn: &Transaction,
+        now_micros: i64,
+    ) -> Result<Prepared, StoreError> {
+        let mut puts = Vec::new();
         let w = self.db.begin_write()?;
         let outcome;
         let cursor;
@@ -245,6 +359,7 @@ impl Store {
                         ranges::decide(range, &txn.shard, txn.commit_lsn, existing.as_ref(), &row);
                     if accept {
                         rows.insert(key.as_str(), serde_json::to_vec(&row)?.as_slice())?;
+                        puts.push((key, row));
                         n += 1;
                     } else {
                         rejected += 1;
@@ -265,8 +380,12 @@ impl Store {
                 };
             }
         }
-        w.commit()?;
-        Ok((outcome, cursor))
+        Ok(Prepared {
+            txn: w,
+            outcome,
+            cursor,
+            rows: puts,
+        })
     }
 }
 

@@ -65,6 +65,19 @@ async fn edge_metrics_count_applied_transactions_and_replicator_publishes() {
     let reads = m("shardline_edge_read_staleness_seconds_count", &e).unwrap();
     assert!(reads >= WRITES as f64, "staleness samples {reads}");
     assert!(m("shardline_edge_staleness_seconds", &e).is_some());
+    // The read cache: each read found the merchant its apply had put there.
+    let cache = |name: &str| m(name, &e).unwrap_or_else(|| panic!("{name} missing"));
+    let stats = f.edge().shared.store.cache_stats();
+    assert!(cache("shardline_edge_cache_hits_total") >= WRITES as f64);
+    assert!(stats.hits >= WRITES as u64, "{stats:?}");
+    assert_eq!(cache("shardline_edge_cache_misses_total"), 0.0, "{stats:?}");
+    assert_eq!(cache("shardline_edge_cache_evictions_total"), 0.0);
+    assert_eq!(cache("shardline_edge_cache_fills_refused_total"), 0.0);
+    assert!(cache("shardline_edge_cache_entries") >= WRITES as f64);
+    assert_eq!(
+        cache("shardline_edge_cache_capacity"),
+        shardline_edge::cache::DEFAULT_ENTRIES as f64
+    );
 
     // Cursor gauges equal the store's cursors.
     let cursors = f.edge().shared.store.cursors().unwrap();

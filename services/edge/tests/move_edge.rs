@@ -293,6 +293,10 @@ async fn range_moved_during_writes_ends_correct_on_the_edge_despite_late_source_
             if key < start || key >= end {
                 continue;
             }
+            // The read cache (filled by the applies and the reads above)
+            // holds what redb holds, tombstones included.
+            let cached = f.edge().shared.store.get(&k).unwrap();
+            assert_eq!(cached.as_deref(), Some(&row), "{k}: cache differs");
             if row.shard == source {
                 assert!(
                     row.commit_lsn <= released,

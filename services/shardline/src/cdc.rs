@@ -48,6 +48,10 @@ pub struct EdgeArgs {
     /// NATS URL (default: the local cluster's).
     #[arg(long, env = "SHARDLINE_NATS_URL")]
     pub nats: Option<String>,
+    /// Bound of the read cache of decoded rows, in entries (0: no cache; a
+    /// payment row takes about 1 KiB).
+    #[arg(long, env = "SHARDLINE_EDGE_CACHE_ENTRIES", default_value_t = shardline_edge::cache::DEFAULT_ENTRIES)]
+    pub cache_entries: usize,
     #[command(flatten)]
     pub catalog: CatalogArgs,
 }
@@ -131,6 +135,7 @@ pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
     let mut config = shardline_edge::Config::new(nats, store, catalog);
     config.listen = args.listen;
     config.name = args.name;
+    config.cache_entries = args.cache_entries;
     let shutdown = CancellationToken::new();
     crate::up::spawn_signal_handler(shutdown.clone());
     Ok(shardline_edge::run(config, shutdown).await?)

@@ -185,6 +185,7 @@ pub enum BenchCommand {
     /// write pause, client latency during vs outside moves, copy vs plain COPY.
     Move(crate::bench::moves::MoveBenchArgs),
     /// Edge replication and reads: commit -> edge applied under router writes vs
-    /// a JetStream publish+ack, Store::get vs raw redb, edge vs router HTTP reads.
+    /// a JetStream publish+ack, Store::get (no cache, cached) vs raw redb, edge vs
+    /// router HTTP reads.
     Edge(crate::bench::edge::EdgeBenchArgs),
 }

@@ -8,7 +8,8 @@
 //!    write's `Shardline-Min-Token`. Baseline: a JetStream publish + ack of a
 //!    small message to a file-backed stream on the same NATS (fsync per message,
 //!    as the replicator's), at the same rate: the floor of one hop.
-//! 2. **Store::get in process** vs raw redb reads of the same file (`edge_store`).
+//! 2. **Store::get in process**, without and with the read cache, vs raw redb
+//!    reads of the same file (`edge_store`).
 //! 3. **edge HTTP point reads** (GET payment) at an open-loop rate vs the same
 //!    requests against the router (which reads the shard): the read path the edge
 //!    takes off the shards.
@@ -36,7 +37,7 @@ use crate::up::{LocalStack, Services, UpConfig};
 pub enum Part {
     /// commit -> edge applied under router writes vs JetStream publish+ack.
     Latency,
-    /// Store::get in process vs raw redb.
+    /// Store::get in process (no cache, cached) vs raw redb.
     Store,
     /// Edge HTTP point reads vs the router's.
     Http,

@@ -1,8 +1,13 @@
 //! Edge point reads in process: the edge's [`Store`] filled with payment rows
 //! through its normal apply path (CDC transactions of 1000 inserts each), then
-//! `Store::get` of random existing keys on one thread, versus the raw redb read
-//! (read transaction + table + get, no decoding) of the same keys from the same
-//! file, alternating rounds.
+//! random existing keys on one thread, three variants in rotating order:
+//!
+//! 1. raw redb read (read transaction + table + get, no decoding) of the same
+//!    keys from the same file: the baseline;
+//! 2. `Store::get` with the read cache disabled (read transaction + get + JSON
+//!    decode, what every read cost before the cache);
+//! 3. `Store::get` with the read cache (default bound), warmed by reading every
+//!    key once before the clock starts.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -13,10 +18,11 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use redb::{ReadableDatabase, TableDefinition};
 use serde_json::json;
+use shardline_edge::cache::DEFAULT_ENTRIES;
 use shardline_edge::store::{Store, row_key};
 use shardline_replicator::wire::{Op, RowChange, Transaction, Value};
 
-use super::{AbResult, Tally, alternate};
+use super::Tally;
 
 /// The edge store's row table (`services/edge/src/store.rs`).
 const ROWS: TableDefinition<&str, &[u8]> = TableDefinition::new("rows");
@@ -98,31 +104,75 @@ pub fn fill(path: &Path, rows: usize) -> anyhow::Result<Vec<String>> {
     Ok(keys)
 }
 
+/// What one round reads through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Raw,
+    NoCache,
+    Cached,
+}
+
+const VARIANTS: [Variant; 3] = [Variant::Raw, Variant::NoCache, Variant::Cached];
+/// Names, in [`VARIANTS`] order (the first is the baseline).
+pub const NAMES: [&str; 3] = ["raw redb get", "Store::get, no cache", "Store::get, cached"];
+
+/// The three variants' rates and the cached rounds' hit ratio.
+#[derive(Debug, Default)]
+pub struct StoreReads {
+    pub tallies: [Tally; 3],
+    /// CPU time the reading thread got in the timed loops (ns; 0 where
+    /// `/proc/thread-self/schedstat` is unreadable).
+    pub cpu_ns: [u64; 3],
+    pub hits: u64,
+    pub lookups: u64,
+}
+
+impl StoreReads {
+    pub fn per_sec(&self, i: usize) -> f64 {
+        self.tallies[i].per_sec()
+    }
+
+    /// Reads per second of CPU the thread actually got: on a shared machine
+    /// the rate per core, less what preemption by other processes took.
+    pub fn per_cpu_sec(&self, i: usize) -> Option<f64> {
+        (self.cpu_ns[i] > 0).then(|| self.tallies[i].ops as f64 * 1e9 / self.cpu_ns[i] as f64)
+    }
+
+    /// Rate of variant `a` over variant `b`.
+    pub fn ratio(&self, a: usize, b: usize) -> f64 {
+        self.per_sec(a) / self.per_sec(b).max(1e-9)
+    }
+
+    pub fn hit_ratio(&self) -> f64 {
+        self.hits as f64 / (self.lookups as f64).max(1.0)
+    }
+}
+
+/// CPU time of the calling thread (ns), from `/proc/thread-self/schedstat`.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// One round's results: reads, CPU time (ns), cache (hits, lookups).
+type Round = (Tally, u64, (u64, u64));
+
 /// One round on one thread: random existing keys until `seconds` have passed.
 fn read_round(
     path: &Path,
     keys: &[String],
-    via_store: bool,
+    variant: Variant,
     seconds: u32,
-) -> anyhow::Result<Tally> {
+) -> anyhow::Result<Round> {
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let budget = Duration::from_secs(seconds.into());
     let mut ops = 0u64;
     let start;
-    if via_store {
-        let store = Store::open(path)?;
-        start = Instant::now();
-        while start.elapsed() < budget {
-            for _ in 0..1024 {
-                let k = &keys[rng.random_range(0..keys.len())];
-                let row = store.get(k)?;
-                anyhow::ensure!(row.is_some(), "row {k:?} missing");
-                black_box(row);
-            }
-            ops += 1024;
-        }
-    } else {
+    let mut hits = (0, 0);
+    let cpu0;
+    if variant == Variant::Raw {
         let db = redb::Database::open(path)?;
+        cpu0 = thread_cpu_ns();
         start = Instant::now();
         while start.elapsed() < budget {
             for _ in 0..1024 {
@@ -136,16 +186,51 @@ fn read_round(
             }
             ops += 1024;
         }
+    } else {
+        let entries = if variant == Variant::Cached {
+            DEFAULT_ENTRIES
+        } else {
+            0
+        };
+        let store = Store::open_with_cache(path, entries)?;
+        if variant == Variant::Cached {
+            for k in keys {
+                black_box(store.get(k)?);
+            }
+        }
+        let before = store.cache_stats();
+        cpu0 = thread_cpu_ns();
+        start = Instant::now();
+        while start.elapsed() < budget {
+            for _ in 0..1024 {
+                let k = &keys[rng.random_range(0..keys.len())];
+                let row = store.get(k)?;
+                anyhow::ensure!(row.is_some(), "row {k:?} missing");
+                black_box(row);
+            }
+            ops += 1024;
+        }
+        let after = store.cache_stats();
+        hits = (
+            after.hits - before.hits,
+            after.hits + after.misses - before.hits - before.misses,
+        );
     }
-    Ok(Tally {
+    let tally = Tally {
         ops,
         elapsed: start.elapsed(),
         latencies_us: Vec::new(),
-    })
+    };
+    let cpu = match (cpu0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    Ok((tally, cpu, hits))
 }
 
-/// Fill a store in `dir`, then alternate raw redb and `Store::get` rounds.
-pub async fn run(dir: &Path, rows: usize, rounds: u32, seconds: u32) -> anyhow::Result<AbResult> {
+/// Fill a store in `dir`; one warm-up round (1 s) of each variant, then
+/// `rounds` rounds of all three, rotating which runs first.
+pub async fn run(dir: &Path, rows: usize, rounds: u32, seconds: u32) -> anyhow::Result<StoreReads> {
     let path: PathBuf = dir.join("bench-edge.redb");
     let t0 = Instant::now();
     let keys = {
@@ -159,47 +244,73 @@ pub async fn run(dir: &Path, rows: usize, rounds: u32, seconds: u32) -> anyhow::
         size as f64 / 1e6
     );
     let keys = Arc::new(keys);
-    alternate(
-        ["raw redb get", "Store::get"],
-        "reads/s",
-        rounds,
-        seconds,
-        |via_store, secs| {
-            let (path, keys) = (path.clone(), keys.clone());
-            async move {
-                tokio::task::spawn_blocking(move || read_round(&path, &keys, via_store, secs))
-                    .await
-                    .context("read round panicked")?
+    let round = |variant: Variant, secs: u32| {
+        let (path, keys) = (path.clone(), keys.clone());
+        async move {
+            tokio::task::spawn_blocking(move || read_round(&path, &keys, variant, secs))
+                .await
+                .context("read round panicked")?
+        }
+    };
+    for v in VARIANTS {
+        round(v, 1).await?;
+    }
+    let mut out = StoreReads::default();
+    for r in 0..rounds as usize {
+        for j in 0..VARIANTS.len() {
+            let i = (r + j) % VARIANTS.len();
+            let (t, cpu, (hits, lookups)) = round(VARIANTS[i], seconds).await?;
+            eprintln!(
+                "  round {} {:<22} {:>11.0} reads/s, {:>4.0}% of a core",
+                r + 1,
+                NAMES[i],
+                t.per_sec(),
+                cpu as f64 / 1e7 / t.elapsed.as_secs_f64().max(1e-9)
+            );
+            out.tallies[i].add_round(t);
+            out.cpu_ns[i] += cpu;
+            if VARIANTS[i] == Variant::Cached {
+                out.hits += hits;
+                out.lookups += lookups;
             }
-        },
-    )
-    .await
+        }
+    }
+    Ok(out)
 }
 
-/// `{"<baseline>": {per_s}, "<candidate>": {per_s}, "ratio", "rows"}` (one
-/// thread, no per-read timing: only the rates mean something).
-pub fn report(res: &AbResult, rows: u32) -> serde_json::Value {
+/// Rates of the three variants (one thread; only the rates mean something),
+/// the ratios to the raw baseline and of cached to uncached, the hit ratio.
+pub fn report(res: &StoreReads, rows: u32) -> serde_json::Value {
     json!({
-        res.names[0]: {"per_s": res.baseline.per_sec()},
-        res.names[1]: {"per_s": res.candidate.per_sec()},
-        "ratio": res.ratio(),
+        NAMES[0]: {"per_s": res.per_sec(0), "per_cpu_s": res.per_cpu_sec(0)},
+        NAMES[1]: {"per_s": res.per_sec(1), "per_cpu_s": res.per_cpu_sec(1)},
+        NAMES[2]: {"per_s": res.per_sec(2), "per_cpu_s": res.per_cpu_sec(2), "hit_ratio": res.hit_ratio()},
+        "ratio_no_cache_to_raw": res.ratio(1, 0),
+        "ratio_cached_to_raw": res.ratio(2, 0),
+        "ratio_cached_to_no_cache": res.ratio(2, 1),
         "rows": rows,
     })
 }
 
-pub fn print(res: &AbResult, rows: u32) {
+pub fn print(res: &StoreReads, rows: u32) {
     println!("edge store point reads in process ({rows} rows, one thread; goal >= 1M reads/s)");
-    println!("  {:<34} {:>12}", "variant", "reads/s");
     println!(
-        "  {:<34} {:>12.0}",
-        format!("{} (baseline)", res.names[0]),
-        res.baseline.per_sec()
+        "  {:<34} {:>12} {:>14}",
+        "variant", "reads/s", "reads/CPU-s"
     );
-    println!("  {:<34} {:>12.0}", res.names[1], res.candidate.per_sec());
-    println!(
-        "  ratio {}/{}: {:.3}x",
-        res.names[1],
-        res.names[0],
-        res.ratio()
-    );
+    for (i, name) in NAMES.iter().enumerate() {
+        let name = if i == 0 {
+            format!("{name} (baseline)")
+        } else {
+            (*name).to_owned()
+        };
+        let cpu = res
+            .per_cpu_sec(i)
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.0}"));
+        println!("  {name:<34} {:>12.0} {cpu:>14}", res.per_sec(i));
+    }
+    println!("  ratio {}/{}: {:.3}x", NAMES[1], NAMES[0], res.ratio(1, 0));
+    println!("  ratio {}/{}: {:.3}x", NAMES[2], NAMES[0], res.ratio(2, 0));
+    println!("  ratio {}/{}: {:.3}x", NAMES[2], NAMES[1], res.ratio(2, 1));
+    println!("  cache hit ratio (cached rounds): {:.4}", res.hit_ratio());
 }
