@@ -40,6 +40,12 @@ pub async fn run(
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         };
+        let beats = tokio::spawn(crate::heartbeat::listen(
+            shared.clone(),
+            client.clone(),
+            shutdown.child_token(),
+        ));
+        let _stop_beats = AbortOnDrop(beats);
         let js = jetstream::new(client);
         loop {
             if let Err(e) = session(&shared, &js, &shutdown).await {
@@ -53,6 +59,15 @@ pub async fn run(
     }
     .instrument(info_span!("edge_consumer"))
     .await
+}
+
+/// Aborts a task when dropped (the heartbeat listener ends with the consumer).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn session(
@@ -133,8 +148,9 @@ async fn session(
             let (shard, c) = cursor;
             shared.record_lag(c.applied_at_micros - c.commit_time_micros);
             shared.cursors.send_modify(|m| {
-                m.insert(shard, c);
+                m.insert(shard.clone(), c);
             });
+            shared.advance_to_heartbeat(&shard);
         }
         pending_zero = pending == 0;
         if pending_zero {

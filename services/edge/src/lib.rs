@@ -13,6 +13,7 @@
 pub mod api;
 pub mod cache;
 pub mod consume;
+pub mod heartbeat;
 pub mod metrics;
 pub mod ranges;
 pub mod store;
@@ -100,6 +101,8 @@ pub struct Shared {
     /// Commit -> applied latency (µs, PostgreSQL commit timestamp to the edge's
     /// commit) of the last [`LAG_SAMPLES`] applied transactions.
     pub apply_lags_micros: std::sync::Mutex<std::collections::VecDeque<i64>>,
+    /// The latest replicator heartbeat per shard ([`heartbeat`]).
+    pub heard: heartbeat::Heard,
 }
 
 pub const LAG_SAMPLES: usize = 4096;
@@ -160,6 +163,7 @@ impl Edge {
             cursors: watch::Sender::new(cursors),
             caught_up_at_micros: AtomicI64::new(now_micros()),
             apply_lags_micros: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            heard: heartbeat::Heard::default(),
         });
         let catalog = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::pgoutput::{Decoded, Decoder};
-use crate::wire::{RowChange, Transaction, format_lsn};
+use crate::wire::{Heartbeat, RowChange, Transaction, format_lsn};
 
 /// The tables every shard publishes.
 pub const TABLES: [&str; 7] = [
@@ -43,6 +43,11 @@ pub const TABLES: [&str; 7] = [
 pub const PUBLICATION: &str = "shardline_cdc";
 pub const STREAM: &str = "SHARDLINE_CDC";
 pub const SUBJECT_PREFIX: &str = "shardline.cdc";
+/// Core NATS (not stored) subjects of heartbeats: `shardline.hb.<shard>`.
+pub const HEARTBEAT_PREFIX: &str = "shardline.hb";
+/// An idle replicator repeats its last heartbeat this often (edges that
+/// (re)connected meanwhile learn its position).
+const HEARTBEAT_REPEAT: Duration = Duration::from_secs(1);
 /// Microseconds between the PostgreSQL epoch (2000-01-01) and the Unix epoch.
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
@@ -189,6 +194,48 @@ pub async fn run_with_stats(
     .await
 }
 
+/// Heartbeats of one replication session: the WAL position read while no
+/// transaction was open, and whether edges have heard it since it last moved.
+#[derive(Debug, Default)]
+struct HeartbeatState {
+    position: u64,
+}
+
+impl HeartbeatState {
+    /// Publish (core NATS, at most once; a lost one is repeated within
+    /// [`HEARTBEAT_REPEAT`]) that everything up to `position` is read and the
+    /// last published commit is `last_published`. `position: None` repeats the
+    /// last position. Nothing is sent before the first keepalive.
+    async fn send(
+        &mut self,
+        js: &jetstream::Context,
+        config: &Config,
+        last_published: u64,
+        position: Option<u64>,
+    ) {
+        if let Some(p) = position {
+            if p <= self.position {
+                return;
+            }
+            self.position = p;
+        }
+        if self.position == 0 {
+            return;
+        }
+        let hb = Heartbeat {
+            shard: config.shard.clone(),
+            prev_commit_lsn: last_published,
+            position: self.position,
+            sent_at_micros: unix_now_micros(),
+        };
+        let subject = format!("{HEARTBEAT_PREFIX}.{}", config.shard);
+        if let Err(e) = js.client().publish(subject, hb.encode().into()).await {
+            debug!(error = %e, "heartbeat not sent");
+        }
+        metrics::heartbeat(&config.shard);
+    }
+}
+
 /// Aborts a task when dropped (the sampler ends with its replicator).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -227,11 +274,20 @@ async fn session(
     let mut client = ReplicationClient::connect(replication_config(&pg, config)?).await?;
     let mut decoder = Decoder::new();
     let mut pending: Option<Pending> = None;
+    let mut beat = HeartbeatState::default();
+    let mut repeat = tokio::time::interval(HEARTBEAT_REPEAT);
+    repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => {
                 client.stop();
                 return Ok(());
+            }
+            _ = repeat.tick() => {
+                if pending.is_none() {
+                    beat.send(js, config, last_published, None).await;
+                }
+                continue;
             }
             ev = client.recv() => ev?,
         };
@@ -298,6 +354,8 @@ async fn session(
                     stats
                         .idle_wal_end
                         .fetch_max(wal_end.as_u64(), Ordering::Relaxed);
+                    beat.send(js, config, last_published, Some(wal_end.as_u64()))
+                        .await;
                 }
             }
             ReplicationEvent::Message { .. } => {}

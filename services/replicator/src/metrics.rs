@@ -3,7 +3,8 @@
 //! process serves), and the source flush LSN sampler behind the lag gauge.
 //!
 //! * `shardline_replicator_published_total`, `_duplicates_total`,
-//!   `_skipped_total{reason="origin"|"already_published"}`, `_reconnects_total`
+//!   `_skipped_total{reason="origin"|"already_published"}`, `_reconnects_total`,
+//!   `_heartbeats_total` (core NATS `shardline.hb.<shard>`: position read while idle)
 //! * `shardline_replicator_publish_seconds` (publish until the JetStream ack,
 //!   retries included), `_commit_to_publish_seconds` (PostgreSQL commit
 //!   timestamp until the ack)
@@ -43,6 +44,11 @@ pub fn published(shard: &str, duplicate: bool, publish_secs: f64, commit_to_ack_
 
 pub fn skipped(shard: &str, reason: &'static str) {
     metrics::counter!("shardline_replicator_skipped_total", "shard" => shard.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+pub fn heartbeat(shard: &str) {
+    metrics::counter!("shardline_replicator_heartbeats_total", "shard" => shard.to_owned())
         .increment(1);
 }
 

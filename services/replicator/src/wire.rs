@@ -20,6 +20,19 @@
 //! ```
 //!
 //! Deletes carry the replica identity (the primary key) only.
+//!
+//! Heartbeats (version 1, core NATS subject `shardline.hb.<shard>`, not stored in
+//! the stream) say how far the replicator has read the shard's WAL while no
+//! transaction was open:
+//!
+//! ```text
+//! u8      format version (= 1)
+//! str     shard id
+//! u64     previous commit LSN: the last transaction published (acknowledged) for this shard (0: none)
+//! u64     position: every transaction whose commit record ends at or before it is
+//!         published (if it was up to the previous commit LSN) or skipped
+//! i64     sent at         (microseconds since the Unix epoch)
+//! ```
 
 use thiserror::Error;
 
@@ -180,6 +193,45 @@ impl Transaction {
     }
 }
 
+/// "Read up to `position`; the last published commit is `prev_commit_lsn`."
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub shard: String,
+    pub prev_commit_lsn: u64,
+    pub position: u64,
+    pub sent_at_micros: i64,
+}
+
+impl Heartbeat {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.shard.len());
+        out.push(VERSION);
+        put_str(&mut out, &self.shard);
+        out.extend_from_slice(&self.prev_commit_lsn.to_be_bytes());
+        out.extend_from_slice(&self.position.to_be_bytes());
+        out.extend_from_slice(&self.sent_at_micros.to_be_bytes());
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader { buf };
+        let v = r.u8()?;
+        if v != VERSION {
+            return Err(WireError::Version(v));
+        }
+        let hb = Heartbeat {
+            shard: r.string()?,
+            prev_commit_lsn: r.u64()?,
+            position: r.u64()?,
+            sent_at_micros: r.u64()? as i64,
+        };
+        if !r.buf.is_empty() {
+            return Err(WireError::Trailing(r.buf.len()));
+        }
+        Ok(hb)
+    }
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let b = (v & 0x7f) as u8;
@@ -295,6 +347,25 @@ mod tests {
         let mut bad = b.clone();
         bad[0] = 9;
         assert_eq!(Transaction::decode(&bad), Err(WireError::Version(9)));
+    }
+
+    #[test]
+    fn heartbeats_round_trip() {
+        let h = Heartbeat {
+            shard: "s2".into(),
+            prev_commit_lsn: 0x1_0000_0010,
+            position: 0x1_0000_0400,
+            sent_at_micros: 1_700_000_000_000_001,
+        };
+        let b = h.encode();
+        assert_eq!(Heartbeat::decode(&b), Ok(h));
+        assert_eq!(
+            Heartbeat::decode(&b[..b.len() - 1]),
+            Err(WireError::Truncated)
+        );
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(Heartbeat::decode(&long), Err(WireError::Trailing(1)));
     }
 
     #[test]
