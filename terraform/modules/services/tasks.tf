@@ -78,7 +78,7 @@ locals {
         readonlyRootFilesystem = true
         # router ids must differ per task: they key the load samples the policy reads
         entryPoint       = ["/bin/sh", "-c"]
-        command          = ["exec shardline router --router-id \"router-$(hostname)\""]
+        command          = ["exec shardline router --router-id \"router-$(cat /proc/sys/kernel/hostname)\""]
         portMappings     = [{ containerPort = 8080, protocol = "tcp" }]
         environment      = concat(local.base_env, [{ name = "SHARDLINE_ROUTER_LISTEN", value = "0.0.0.0:8080" }, { name = "OTEL_SERVICE_NAME", value = "shardline-router" }])
         secrets          = local.catalog_secret
@@ -95,7 +95,7 @@ locals {
         readonlyRootFilesystem = true
         # a distinct edge label per task in metrics and logs
         entryPoint   = ["/bin/sh", "-c"]
-        command      = ["exec shardline edge --name \"edge-$(hostname)\""]
+        command      = ["exec shardline edge --name \"edge-$(cat /proc/sys/kernel/hostname)\""]
         portMappings = [{ containerPort = 8090, protocol = "tcp" }]
         environment = concat(local.base_env, [
           { name = "SHARDLINE_EDGE_LISTEN", value = "0.0.0.0:8090" },
