@@ -139,7 +139,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "Secrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = concat([var.catalog_url_secret_arn], values(var.shard_dsn_secret_arns))
+    resources = concat([var.catalog_url_secret_arn, aws_secretsmanager_secret.admin_key.arn], values(var.shard_dsn_secret_arns))
   }
   statement {
     sid       = "PolicyParameter"

@@ -120,8 +120,13 @@ locals {
         command                = ["printf '%s' \"$SHARDLINE_POLICY_TOML\" > /tmp/policy.toml && exec shardline rebalancer --policy-config /tmp/policy.toml"]
         portMappings           = [{ containerPort = 8070, protocol = "tcp" }]
         environment            = concat(local.base_env, [{ name = "SHARDLINE_REBALANCER_LISTEN", value = "0.0.0.0:8070" }, { name = "OTEL_SERVICE_NAME", value = "shardline-rebalancer" }])
-        secrets                = concat(local.catalog_secret, [{ name = "SHARDLINE_POLICY_TOML", valueFrom = aws_ssm_parameter.policy.arn }])
-        mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+        # SHARDLINE_API_KEY: `shardline policy ...` / `moves` through ECS Exec in this
+        # container find the key in their environment, never on a logged command line
+        secrets = concat(local.catalog_secret, [
+          { name = "SHARDLINE_POLICY_TOML", valueFrom = aws_ssm_parameter.policy.arn },
+          { name = "SHARDLINE_API_KEY", valueFrom = aws_secretsmanager_secret.admin_key.arn },
+        ])
+        mountPoints = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
         # a move step in flight finishes or is resumed by the standby
         stopTimeout      = 60
         logConfiguration = local.logs.rebalancer
