@@ -101,7 +101,7 @@ resource "aws_ebs_volume" "data" {
 resource "aws_instance" "node" {
   count = var.node_count
 
-  ami                         = data.aws_ssm_parameter.ami.value
+  ami                         = data.aws_ssm_parameter.ami.insecure_value
   instance_type               = var.instance_type
   subnet_id                   = data.aws_subnet.node[count.index].id
   private_ip                  = local.addresses[count.index]

@@ -299,13 +299,16 @@ resource "aws_ecs_service" "replicator" {
 }
 
 resource "aws_appautoscaling_target" "this" {
-  for_each = { router = var.router, edge = var.edge }
+  for_each = {
+    router = { min = var.router.min_count, max = var.router.max_count, cpu_target = var.router.cpu_target }
+    edge   = { min = var.edge.min_count, max = var.edge.max_count, cpu_target = var.edge.cpu_target }
+  }
 
   service_namespace  = "ecs"
   resource_id        = "service/${aws_ecs_cluster.this.name}/${aws_ecs_service.service[each.key].name}"
   scalable_dimension = "ecs:service:DesiredCount"
-  min_capacity       = each.value.min_count
-  max_capacity       = each.value.max_count
+  min_capacity       = each.value.min
+  max_capacity       = each.value.max
 }
 
 resource "aws_appautoscaling_policy" "cpu" {
