@@ -67,6 +67,12 @@ locals {
     }
   }
 
+  # ECS Exec's agent writes under these paths; with a read-only root file system
+  # they must be writable volumes (AWS documents Exec for writable roots only;
+  # this is the known workaround, aws/containers-roadmap#1359).
+  exec_paths  = { "exec-agents" = "/managed-agents", "exec-ssm-lib" = "/var/lib/amazon/ssm", "exec-ssm-log" = "/var/log/amazon/ssm" }
+  exec_mounts = [for v, path in local.exec_paths : { sourceVolume = v, containerPath = path, readOnly = false }]
+
   shard_flags = join(" ", [for id in sort(keys(var.shard_dsn_secret_arns)) : "--shard \"$SHARD_URL_${upper(id)}\""])
 
   containers = {
@@ -80,6 +86,7 @@ locals {
         entryPoint       = ["/bin/sh", "-c"]
         command          = ["exec shardline router --router-id \"router-$(cat /proc/sys/kernel/hostname)\""]
         portMappings     = [{ containerPort = 8080, protocol = "tcp" }]
+        mountPoints      = local.exec_mounts
         environment      = concat(local.base_env, [{ name = "SHARDLINE_ROUTER_LISTEN", value = "0.0.0.0:8080" }, { name = "OTEL_SERVICE_NAME", value = "shardline-router" }])
         secrets          = local.catalog_secret
         stopTimeout      = 30
@@ -104,7 +111,7 @@ locals {
           { name = "OTEL_SERVICE_NAME", value = "shardline-edge" },
         ])
         secrets          = local.catalog_secret
-        mountPoints      = [{ sourceVolume = "data", containerPath = "/data", readOnly = false }]
+        mountPoints      = concat([{ sourceVolume = "data", containerPath = "/data", readOnly = false }], local.exec_mounts)
         stopTimeout      = 30
         logConfiguration = local.logs.edge
       },
@@ -126,7 +133,7 @@ locals {
           { name = "SHARDLINE_POLICY_TOML", valueFrom = aws_ssm_parameter.policy.arn },
           { name = "SHARDLINE_API_KEY", valueFrom = aws_secretsmanager_secret.admin_key.arn },
         ])
-        mountPoints = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+        mountPoints = concat([{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }], local.exec_mounts)
         # a move step in flight finishes or is resumed by the standby
         stopTimeout      = 60
         logConfiguration = local.logs.rebalancer
@@ -182,7 +189,10 @@ resource "aws_ecs_task_definition" "service" {
   }
 
   dynamic "volume" {
-    for_each = each.key == "edge" ? ["data"] : each.key == "rebalancer" ? ["tmp"] : []
+    for_each = concat(
+      each.key == "edge" ? ["data"] : each.key == "rebalancer" ? ["tmp"] : [],
+      each.key == "migrate" ? [] : keys(local.exec_paths),
+    )
     content {
       name = volume.value
     }
@@ -212,6 +222,7 @@ resource "aws_ecs_task_definition" "replicator" {
         { name = "OTEL_SERVICE_NAME", value = "shardline-replicator" },
       ])
       secrets          = [{ name = "SHARDLINE_SHARD_URL", valueFrom = each.value }]
+      mountPoints      = local.exec_mounts
       stopTimeout      = 30
       logConfiguration = local.logs.replicator
     },
@@ -221,6 +232,13 @@ resource "aws_ecs_task_definition" "replicator" {
   runtime_platform {
     operating_system_family = "LINUX"
     cpu_architecture        = var.cpu_architecture
+  }
+
+  dynamic "volume" {
+    for_each = keys(local.exec_paths)
+    content {
+      name = volume.value
+    }
   }
 }
 
