@@ -22,8 +22,13 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 shardline \
- && useradd --system --uid 10001 --gid shardline --home-dir /home/shardline --create-home shardline
+ && useradd --system --uid 10001 --gid shardline --home-dir /home/shardline --create-home shardline \
+ && mkdir -p /data /reports \
+ && chown shardline:shardline /data /reports
 COPY --from=build /usr/local/bin/shardline /usr/local/bin/shardline
+# /data (edge store) and /reports (load test) are task volumes in ECS; a volume
+# mounted where the image has a directory takes its owner, so the non-root user
+# can write there under a read-only root file system.
 USER 10001:10001
 WORKDIR /home/shardline
 ENV SHARDLINE_LOG_FORMAT=json
