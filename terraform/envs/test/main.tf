@@ -197,6 +197,7 @@ module "services" {
   amp_workspace_arn      = module.observability.amp_workspace_arn
   collector_image        = "${local.registry}/ecr-public/aws-observability/aws-otel-collector:${var.collector_version}"
   policy_config_toml     = local.policy_config_toml
+  router_health_path     = var.router_health_path
   deletion_protection    = var.deletion_protection
 
   router = {

@@ -372,3 +372,14 @@ variable "force_destroy_reports" {
   type        = bool
   default     = false
 }
+
+variable "router_health_path" {
+  description = "Health check path of the router target group: /readyz (map loaded and every shard answers) or /healthz (process up; for shard-outage tests, since ECS replaces tasks failing the check)."
+  type        = string
+  default     = "/readyz"
+
+  validation {
+    condition     = contains(["/readyz", "/healthz"], var.router_health_path)
+    error_message = "router_health_path must be /readyz or /healthz."
+  }
+}

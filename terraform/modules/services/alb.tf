@@ -4,7 +4,7 @@
 
 locals {
   balancers = {
-    router     = { port = 8080, health = "/readyz", deny_metrics = true }
+    router     = { port = 8080, health = "/readyz", deny_metrics = true } # or var.router_health_path
     edge       = { port = 8090, health = "/healthz", deny_metrics = true }
     rebalancer = { port = 8070, health = "/healthz", deny_metrics = false }
   }
@@ -38,7 +38,7 @@ resource "aws_lb_target_group" "this" {
   deregistration_delay = 30
 
   health_check {
-    path                = each.value.health
+    path                = each.key == "router" ? var.router_health_path : each.value.health
     matcher             = "200"
     interval            = 10
     timeout             = 5

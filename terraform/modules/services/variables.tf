@@ -232,3 +232,14 @@ variable "cpu_architecture" {
     error_message = "cpu_architecture must be X86_64 or ARM64."
   }
 }
+
+variable "router_health_path" {
+  description = "Target-group health check of the routers. /readyz fails while any shard is unreachable, and ECS replaces tasks that fail it: in a shard-outage test every router would be cycled, so such tests use /healthz."
+  type        = string
+  default     = "/readyz"
+
+  validation {
+    condition     = contains(["/readyz", "/healthz"], var.router_health_path)
+    error_message = "router_health_path must be /readyz or /healthz."
+  }
+}
