@@ -1,6 +1,11 @@
 output "url" {
-  description = "NATS client URL listing every node (nats://a:4222,nats://b:4222,...)."
-  value       = join(",", [for a in local.addresses : "nats://${a}:4222"])
+  description = "NATS client URL of the first node: Shardline's client (async-nats) takes one server address and learns the other nodes from the cluster's INFO gossip."
+  value       = "nats://${local.addresses[0]}:4222"
+}
+
+output "urls" {
+  description = "Client URL of every node."
+  value       = [for a in local.addresses : "nats://${a}:4222"]
 }
 
 output "addresses" {

@@ -69,7 +69,7 @@ variable "shard_dsn_secret_arns" {
 }
 
 variable "nats_url" {
-  description = "NATS client URL(s), comma-separated (nats://host:4222,...)."
+  description = "NATS client URL (one server: nats://host:4222; the client discovers the rest of the cluster)."
   type        = string
 
   validation {
