@@ -57,7 +57,7 @@ if command -v terraform >/dev/null; then
   for dir in "$work"/terraform/modules/* "$work"/terraform/envs/*; do
     rel=${dir#"$work"/}
     if ! (cd "$dir" && timeout 300 terraform init -backend=false -input=false -no-color >"$work/init.log" 2>&1); then
-      say "NOTICE: terraform validate skipped: 'terraform init' could not install providers for $rel"
+      say "NOTICE: terraform validate skipped for every module and env: 'terraform init' could not install providers (tried $rel)"
       say "NOTICE: (no registry access and no plugin cache or mirror); init said:"
       grep -m1 -A3 'Error' "$work/init.log" | sed 's/^/    /' || tail -n 4 "$work/init.log" | sed 's/^/    /'
       break
