@@ -1,6 +1,7 @@
 //! The consumer: an ordered pull consumer over `shardline.cdc.>` starting after
 //! the last stream sequence the store recorded. Each message is applied with its
-//! cursor in one redb transaction; messages at or below a shard's cursor LSN are
+//! cursor atomically (the messages already received when one arrives, up to
+//! [`MAX_BATCH`], share one redb commit); messages at or below a shard's cursor LSN are
 //! skipped (redelivery, replicator restarts). Any consumer or connection error
 //! recreates the consumer from the store's position.
 
@@ -9,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use shardline_replicator::wire::{Transaction, format_lsn};
 use shardline_replicator::{STREAM, SUBJECT_PREFIX};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,8 @@ use crate::store::Applied;
 use crate::{EdgeError, Shared, now_micros};
 
 const IDLE: Duration = Duration::from_millis(200);
+/// Most messages applied in one store commit.
+const MAX_BATCH: usize = 256;
 
 pub async fn run(
     shared: Arc<Shared>,
@@ -120,37 +123,68 @@ async fn session(
             Ok(Some(Err(e))) => return Err(e.to_string()),
             Ok(Some(Ok(m))) => m,
         };
-        let (seq, pending) = {
-            let info = msg.info().map_err(|e| e.to_string())?;
-            (info.stream_sequence, info.pending)
-        };
-        let txn = match Transaction::decode(&msg.payload) {
-            Ok(t) => t,
-            Err(e) => {
-                // A message this edge cannot read is an operator problem: stop here
-                // rather than skip it (the cursor stays before it).
-                return Err(format!("undecodable message at stream seq {seq}: {e}"));
+        // Whatever else is already here joins this message in one store commit.
+        let mut msgs = vec![msg];
+        let mut ended = None;
+        while msgs.len() < MAX_BATCH {
+            match messages.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(m))) => msgs.push(m),
+                Some(Some(Err(e))) => {
+                    ended = Some(e.to_string());
+                    break;
+                }
+                Some(None) => {
+                    ended = Some("consumer stream ended".into());
+                    break;
+                }
             }
-        };
-        let s = shared.clone();
-        let (applied, cursor) = tokio::task::spawn_blocking(move || {
-            s.store.apply(seq, &txn, now_micros()).map(|r| (r, txn))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|((a, c), txn)| {
-            debug!(seq, shard = %txn.shard, lsn = %format_lsn(txn.commit_lsn), ?a, "applied");
-            (a, (txn.shard, c))
-        })
-        .map_err(|e| e.to_string())?;
-        crate::metrics::consumed(&shared.name, &cursor.0, &applied, &cursor.1);
-        if let Applied::Applied { .. } = applied {
-            let (shard, c) = cursor;
-            shared.record_lag(c.applied_at_micros - c.commit_time_micros);
-            shared.cursors.send_modify(|m| {
-                m.insert(shard.clone(), c);
-            });
-            shared.advance_to_heartbeat(&shard);
+        }
+        let mut batch = Vec::with_capacity(msgs.len());
+        let mut pending = 0;
+        for m in &msgs {
+            let info = m.info().map_err(|e| e.to_string())?;
+            let seq = info.stream_sequence;
+            match Transaction::decode(&m.payload) {
+                Ok(t) => {
+                    pending = info.pending;
+                    batch.push((seq, t));
+                }
+                Err(e) => {
+                    // A message this edge cannot read is an operator problem: stop
+                    // at it rather than skip it (the cursor stays before it).
+                    ended = Some(format!("undecodable message at stream seq {seq}: {e}"));
+                    break;
+                }
+            }
+        }
+        drop(msgs);
+        if !batch.is_empty() {
+            let s = shared.clone();
+            let (results, batch) = tokio::task::spawn_blocking(move || {
+                let refs: Vec<(u64, &Transaction)> = batch.iter().map(|(q, t)| (*q, t)).collect();
+                s.store.apply_batch(&refs, now_micros()).map(|r| (r, batch))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            let done = now_micros();
+            crate::metrics::batch(&shared.name, results.len());
+            for ((applied, c), (seq, txn)) in results.into_iter().zip(batch) {
+                debug!(seq, shard = %txn.shard, lsn = %format_lsn(txn.commit_lsn), ?applied, "applied");
+                let lag = done - txn.commit_time_micros;
+                crate::metrics::consumed(&shared.name, &txn.shard, &applied, lag);
+                if let Applied::Applied { .. } = applied {
+                    shared.record_lag(lag);
+                    shared.cursors.send_modify(|m| {
+                        m.insert(txn.shard.clone(), c);
+                    });
+                    shared.advance_to_heartbeat(&txn.shard);
+                }
+            }
+        }
+        if let Some(e) = ended {
+            return Err(e);
         }
         pending_zero = pending == 0;
         if pending_zero {

@@ -8,7 +8,8 @@
 //!   `shardline_edge_gaps_total{edge,shard}`
 //! * histograms `shardline_edge_commit_to_apply_seconds{edge,shard}` (PostgreSQL
 //!   commit timestamp to the edge's store commit), `shardline_edge_read_staleness_seconds{edge}`
-//!   (the `Shardline-Staleness-Ms` of every merchant read)
+//!   (the `Shardline-Staleness-Ms` of every merchant read),
+//!   `shardline_edge_apply_batch_messages{edge}` (messages per store commit)
 //! * gauges, refreshed at scrape time from the cursors:
 //!   `shardline_edge_applied_commit_lsn`, `_applied_end_lsn`, `_applied_stream_seq`
 //!   (`{edge,shard}`), `shardline_edge_staleness_seconds{edge}`,
@@ -21,11 +22,12 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::store::{Applied, Cursor};
+use crate::store::Applied;
 use crate::{Shared, now_micros};
 
-/// Record one consumed message.
-pub fn consumed(edge: &str, shard: &str, applied: &Applied, cursor: &Cursor) {
+/// Record one consumed message; `lag_micros`: its PostgreSQL commit timestamp
+/// to the return of the store commit that applied it.
+pub fn consumed(edge: &str, shard: &str, applied: &Applied, lag_micros: i64) {
     let (edge, shard) = (edge.to_owned(), shard.to_owned());
     match applied {
         Applied::Skipped => {
@@ -46,11 +48,17 @@ pub fn consumed(edge: &str, shard: &str, applied: &Applied, cursor: &Cursor) {
             // Registered at 0 so a rate() works before the first gap.
             let gaps = metrics::counter!("shardline_edge_gaps_total", "edge" => edge.clone(), "shard" => shard.clone());
             gaps.increment(u64::from(*gap));
-            let lag = (cursor.applied_at_micros - cursor.commit_time_micros).max(0);
+            let lag = lag_micros.max(0);
             metrics::histogram!("shardline_edge_commit_to_apply_seconds", "edge" => edge, "shard" => shard)
                 .record(lag as f64 / 1_000_000.0);
         }
     }
+}
+
+/// Record how many messages one store commit applied.
+pub fn batch(edge: &str, messages: usize) {
+    metrics::histogram!("shardline_edge_apply_batch_messages", "edge" => edge.to_owned())
+        .record(messages as f64);
 }
 
 /// Record the staleness a read was served with.

@@ -116,7 +116,6 @@ pub struct Store {
 
 /// An apply's redb write transaction before its commit.
 struct Prepared {
-    txn: redb::WriteTransaction,
     outcome: Applied,
     cursor: Cursor,
     /// The rows it writes, by key, in write order (the last one of a key is
@@ -268,30 +267,51 @@ impl Store {
         txn: &Transaction,
         now_micros: i64,
     ) -> Result<(Applied, Cursor), StoreError> {
-        let p = self.prepare(stream_seq, txn, now_micros)?;
+        let mut out = self.apply_batch(&[(stream_seq, txn)], now_micros)?;
+        Ok(out.pop().expect("one result per transaction"))
+    }
+
+    /// Apply consecutive stream messages in order, in ONE redb transaction (one
+    /// fsync for the batch: a consumer that fell behind catches up at disk
+    /// speed / batch size instead of paying a commit per message). Each
+    /// transaction's rows and cursor are written exactly as [`Store::apply`]
+    /// would; all become visible (redb and cache) together. Returns one
+    /// (outcome, cursor after it) per transaction.
+    pub fn apply_batch(
+        &self,
+        batch: &[(u64, &Transaction)],
+        now_micros: i64,
+    ) -> Result<Vec<(Applied, Cursor)>, StoreError> {
+        let w = self.db.begin_write()?;
+        let mut rows = Vec::new();
+        let mut out = Vec::with_capacity(batch.len());
+        for (seq, txn) in batch {
+            let p = self.prepare(&w, *seq, txn, now_micros)?;
+            rows.extend(p.rows);
+            out.push((p.outcome, p.cursor));
+        }
         // The generations of the written keys' cache shards are odd from
         // before the commit until every put is done; an error return drops
         // the guard unfinished, which empties those shards.
-        let write = self
-            .cache
-            .begin_write(p.rows.iter().map(|(k, _)| k.as_str()));
-        p.txn.commit()?;
-        for (key, row) in p.rows {
+        let write = self.cache.begin_write(rows.iter().map(|(k, _)| k.as_str()));
+        w.commit()?;
+        for (key, row) in rows {
             write.put(&key, Arc::new(row));
         }
         write.finish();
-        Ok((p.outcome, p.cursor))
+        Ok(out)
     }
 
-    /// The redb write transaction of [`Store::apply`], not yet committed.
+    /// One transaction's writes into the open redb transaction `w` (reads in
+    /// `w` see the earlier transactions of the same batch).
     fn prepare(
         &self,
+        w: &redb::WriteTransaction,
         stream_seq: u64,
         txn: &Transaction,
         now_micros: i64,
     ) -> Result<Prepared, StoreError> {
         let mut puts = Vec::new();
-        let w = self.db.begin_write()?;
         let outcome;
         let cursor;
         {
@@ -381,7 +401,6 @@ impl Store {
             }
         }
         Ok(Prepared {
-            txn: w,
             outcome,
             cursor,
             rows: puts,

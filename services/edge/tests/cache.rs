@@ -341,3 +341,79 @@ fn concurrent_readers_read_monotonically_and_never_below_a_returned_apply() {
         assert_eq!(version(&store, k).unwrap_or(0), versions[i]);
     }
 }
+
+fn txn(shard: &str, lsn: u64, prev: u64, changes: Vec<RowChange>) -> Transaction {
+    Transaction {
+        shard: shard.to_owned(),
+        commit_lsn: lsn,
+        end_lsn: lsn + 1,
+        commit_time_micros: 0,
+        prev_commit_lsn: prev,
+        changes,
+    }
+}
+
+#[test]
+fn a_batch_applies_exactly_like_one_message_at_a_time() {
+    // Two shards interleaved, a key written twice and deleted within the batch, a
+    // redelivered message (skipped), a gap.
+    let msgs = [
+        txn("s1", 10, 0, vec![merchant("a", Op::Insert, 1)]),
+        txn("s2", 10, 0, vec![merchant("b", Op::Insert, 1)]),
+        txn("s1", 20, 10, vec![merchant("a", Op::Update, 2)]),
+        txn("s1", 10, 0, vec![merchant("a", Op::Insert, 1)]),
+        txn("s2", 40, 30, vec![merchant("b", Op::Update, 5)]),
+        txn(
+            "s1",
+            30,
+            20,
+            vec![merchant("a", Op::Delete, 0), merchant("c", Op::Insert, 1)],
+        ),
+        txn("s1", 40, 30, vec![merchant("c", Op::Update, 3)]),
+    ];
+    let with_seq: Vec<(u64, &Transaction)> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (i as u64 + 1, t))
+        .collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let stores: Vec<Store> = dirs.iter().map(|d| open(d, 100)).collect();
+    let one_by_one: Vec<_> = with_seq
+        .iter()
+        .map(|(q, t)| stores[0].apply(*q, t, 7).unwrap())
+        .collect();
+    let whole = stores[1].apply_batch(&with_seq, 7).unwrap();
+    let pairs: Vec<_> = with_seq
+        .chunks(2)
+        .flat_map(|c| stores[2].apply_batch(c, 7).unwrap())
+        .collect();
+    assert_eq!(whole, one_by_one, "outcomes and cursors");
+    assert_eq!(pairs, one_by_one);
+    assert!(matches!(
+        one_by_one[3].0,
+        shardline_edge::store::Applied::Skipped
+    ));
+    assert!(matches!(
+        one_by_one[4].0,
+        shardline_edge::store::Applied::Applied { gap: true, .. }
+    ));
+    let reference = stores[0].scan("").unwrap();
+    assert_eq!(reference.len(), 3, "{reference:?}");
+    for s in &stores[1..] {
+        assert_eq!(s.scan("").unwrap(), reference, "redb rows");
+        assert_eq!(s.cursors().unwrap(), stores[0].cursors().unwrap());
+        assert_eq!(s.stream_seq().unwrap(), 7);
+        for k in ["a", "b", "c"] {
+            assert_eq!(
+                s.cache_peek(&key(k)).map(|r| (r.version, r.deleted)),
+                stores[0]
+                    .cache_peek(&key(k))
+                    .map(|r| (r.version, r.deleted)),
+                "cached {k}"
+            );
+            assert_eq!(version(s, &key(k)), version(&stores[0], &key(k)));
+        }
+    }
+    assert_eq!(version(&stores[1], &key("c")), Some(3));
+    assert!(stores[1].get(&key("a")).unwrap().unwrap().deleted);
+}
