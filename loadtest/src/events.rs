@@ -250,6 +250,20 @@ fn ok(what: &'static str, r: crate::http::Reply) -> Result<Value, EventError> {
     }
 }
 
+/// The shard owning `key` in a `GET /v1/ranges` answer (a list, or an object
+/// with a `ranges` list).
+pub(crate) fn range_owner(ranges: &Value, key: i64) -> Option<&str> {
+    ranges
+        .as_array()
+        .or_else(|| ranges["ranges"].as_array())?
+        .iter()
+        .find(|r| {
+            r["start_key"].as_i64().is_some_and(|s| s <= key)
+                && r["end_key"].as_i64().is_some_and(|e| e > key)
+        })
+        .and_then(|r| r["shard_id"].as_str())
+}
+
 /// The shard with the fewest ranges, other than `not`.
 async fn coolest_shard(admin: &Client, not: &str) -> Result<Option<String>, EventError> {
     let shards = ok("list shards", admin.get("/v1/shards").await?)?;
@@ -294,22 +308,10 @@ async fn run_one(
         }
         _ => None,
     };
-    let owner_of = ok("list ranges", admin.get("/v1/ranges").await?)?;
+    let ranges = ok("list ranges", admin.get("/v1/ranges").await?)?;
     let key = i64::from(shardline_core::shard_key(hottest));
-    let ranges = owner_of
-        .as_array()
-        .or_else(|| owner_of["ranges"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    let owner = ranges
-        .iter()
-        .find(|r| {
-            r["start_key"].as_i64().is_some_and(|s| s <= key)
-                && r["end_key"].as_i64().is_some_and(|e| e > key)
-        })
-        .and_then(|r| r["shard_id"].as_str())
-        .unwrap_or_default()
-        .to_owned();
+    // No owner found (a map being rewritten): any shard is "another" shard.
+    let owner = range_owner(&ranges, key).unwrap_or_default().to_owned();
     let Some(to) = coolest_shard(admin, &owner).await? else {
         return Ok((String::new(), "skipped: only one shard".into(), Value::Null));
     };
@@ -512,5 +514,25 @@ pub async fn settle(admin: &Client, wait: Duration) -> bool {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_owner_reads_both_answer_shapes_and_half_open_bounds() {
+        let list = json!([
+            {"start_key": 0, "end_key": 100, "shard_id": "s1"},
+            {"start_key": 100, "end_key": 4294967296_i64, "shard_id": "s2"},
+        ]);
+        assert_eq!(range_owner(&list, 0), Some("s1"));
+        assert_eq!(range_owner(&list, 99), Some("s1"));
+        assert_eq!(range_owner(&list, 100), Some("s2"));
+        assert_eq!(range_owner(&list, 4294967296), None);
+        let wrapped = json!({"ranges": list});
+        assert_eq!(range_owner(&wrapped, 150), Some("s2"));
+        assert_eq!(range_owner(&json!({"error": "x"}), 1), None);
     }
 }

@@ -137,13 +137,8 @@ fn unix(s: &str) -> Option<f64> {
 
 async fn owner_of(admin: &Client, key: i64) -> Result<String, String> {
     let r = admin.get("/v1/ranges").await.map_err(|e| e.to_string())?;
-    list(&r.body)
-        .iter()
-        .find(|r| {
-            r["start_key"].as_i64().is_some_and(|s| s <= key)
-                && r["end_key"].as_i64().is_some_and(|e| e > key)
-        })
-        .and_then(|r| r["shard_id"].as_str().map(str::to_owned))
+    crate::events::range_owner(&r.body, key)
+        .map(str::to_owned)
         .ok_or_else(|| format!("no range holds key {key} (http {})", r.status))
 }
 
