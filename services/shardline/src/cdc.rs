@@ -278,3 +278,33 @@ pub async fn start_in_up(
     }
     Ok((tasks, started))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_settings() {
+        let args = StreamArgs {
+            stream_replicas: 3,
+            stream_max_age: Some("7d".into()),
+            stream_max_bytes: Some(1 << 40),
+        };
+        let limits = args.limits().unwrap();
+        assert_eq!(limits.replicas, 3);
+        assert_eq!(limits.max_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(limits.max_bytes, Some(1 << 40));
+        let none = StreamArgs {
+            stream_replicas: 1,
+            stream_max_age: None,
+            stream_max_bytes: None,
+        };
+        assert_eq!(none.limits().unwrap(), StreamLimits::default());
+        let short = StreamArgs {
+            stream_max_age: Some("1m".into()),
+            ..none
+        };
+        let e = short.limits().unwrap_err();
+        assert_eq!(e.setting, "stream_max_age");
+    }
+}
