@@ -22,6 +22,14 @@ pub enum ApiKeyError {
     UnknownScope(String),
     #[error("no API key with id {0}")]
     NotFound(Uuid),
+    #[error(
+        "another API key already has the prefix {0} (a different secret): cannot import this one"
+    )]
+    PrefixTaken(String),
+    #[error("the API key with prefix {0} is already stored with another scope")]
+    OtherScope(String),
+    #[error("the API key with prefix {0} was revoked: create or import a new one")]
+    Revoked(String),
 }
 
 /// What a key may do.
@@ -122,6 +130,66 @@ pub async fn create(pool: &PgPool, name: &str, scope: &Scope) -> Result<NewApiKe
     .await?;
     let token = format!("sl_{prefix}_{secret}");
     Ok(NewApiKey { id, prefix, token })
+}
+
+/// What [`import`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Imported {
+    /// The key was stored.
+    Created,
+    /// The same key (prefix, secret and scope) was already there: nothing changed.
+    AlreadyPresent,
+}
+
+/// Store a key whose plaintext was made elsewhere (e.g. a deploy secret), like
+/// [`create`] does: only the SHA-256 of its secret. Idempotent: importing a key that
+/// is already stored with the same secret and scope is a no-op. A malformed token,
+/// a prefix held by another secret, the same key with another scope and a revoked
+/// key are errors.
+pub async fn import(
+    pool: &PgPool,
+    name: &str,
+    token: &str,
+    scope: &Scope,
+) -> Result<Imported, ApiKeyError> {
+    let (prefix, secret) = parse_token(token)?;
+    let hash = hash_secret(secret);
+    let (scope_name, merchant) = scope.as_db();
+    let inserted = sqlx::query(
+        "INSERT INTO api_keys (id, prefix, secret_hash, name, scope, merchant_id)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (prefix) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(prefix)
+    .bind(hash.as_slice())
+    .bind(name)
+    .bind(scope_name)
+    .bind(merchant)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Imported::Created);
+    }
+    let (stored, have_scope, have_merchant, revoked): (Vec<u8>, String, Option<Uuid>, bool) =
+        sqlx::query_as(
+            "SELECT secret_hash, scope, merchant_id, revoked_at IS NOT NULL
+             FROM api_keys WHERE prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_one(pool)
+        .await?;
+    if !constant_time_eq(&stored, &hash) {
+        return Err(ApiKeyError::PrefixTaken(prefix.to_owned()));
+    }
+    if revoked {
+        return Err(ApiKeyError::Revoked(prefix.to_owned()));
+    }
+    if Scope::from_db(&have_scope, have_merchant)? != *scope {
+        return Err(ApiKeyError::OtherScope(prefix.to_owned()));
+    }
+    Ok(Imported::AlreadyPresent)
 }
 
 /// The scope of a valid, unrevoked key; `None` for unknown, revoked or wrong keys.

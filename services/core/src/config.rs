@@ -76,19 +76,20 @@ pub fn postgres_url(setting: &str, url: &str) -> Result<String, ConfigError> {
     Ok(url.to_owned())
 }
 
-/// `"250ms"`, `"2s"`, `"5m"`, `"24h"` (a whole number and a unit).
+/// `"250ms"`, `"2s"`, `"5m"`, `"24h"`, `"7d"` (a whole number and a unit).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 2s, 5m or 24h"))?;
+        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 2s, 5m, 24h or 7d"))?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?} has no unit: use ms, s, m or h")),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => return Err(format!("{s:?} has no unit: use ms, s, m, h or d")),
     };
     Ok(d)
 }
@@ -141,6 +142,7 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert!(parse_duration("2").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("1.5s").is_err());

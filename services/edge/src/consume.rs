@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
 use futures_util::{FutureExt, StreamExt};
+use shardline_replicator::setup::StreamLimits;
 use shardline_replicator::wire::{Transaction, format_lsn};
 use shardline_replicator::{STREAM, SUBJECT_PREFIX};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,7 @@ const MAX_BATCH: usize = 256;
 pub async fn run(
     shared: Arc<Shared>,
     nats_url: String,
+    limits: StreamLimits,
     shutdown: CancellationToken,
 ) -> Result<(), EdgeError> {
     async move {
@@ -51,7 +53,7 @@ pub async fn run(
         let _stop_beats = AbortOnDrop(beats);
         let js = jetstream::new(client);
         loop {
-            if let Err(e) = session(&shared, &js, &shutdown).await {
+            if let Err(e) = session(&shared, &js, &limits, &shutdown).await {
                 warn!(error = %e, "consumer session ended; recreating from the store's cursor");
             }
             tokio::select! {
@@ -76,6 +78,7 @@ impl Drop for AbortOnDrop {
 async fn session(
     shared: &Arc<Shared>,
     js: &jetstream::Context,
+    limits: &StreamLimits,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let start = {
@@ -88,10 +91,22 @@ async fn session(
     };
     // Create the stream if no replicator has yet (same shape as theirs), so an
     // edge started first waits for messages instead of failing.
-    shardline_replicator::setup::ensure_stream(js, Duration::from_secs(120))
+    shardline_replicator::setup::ensure_stream(js, Duration::from_secs(120), limits)
         .await
         .map_err(|e| e.to_string())?;
     let stream = js.get_stream(STREAM).await.map_err(|e| e.to_string())?;
+    let first = stream.cached_info().state.first_sequence;
+    if start < first && stream.cached_info().state.messages > 0 {
+        // Retention limits (max_age, max_bytes) removed messages this edge never
+        // applied: its store lacks their changes. Say so loudly; it still
+        // applies what follows.
+        tracing::error!(
+            from = start,
+            to = first - 1,
+            "the stream no longer holds messages this edge has not applied (removed by \
+             its retention limits): rows they changed are missing or stale here"
+        );
+    }
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: format!("{SUBJECT_PREFIX}.>"),

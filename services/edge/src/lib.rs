@@ -66,6 +66,9 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     /// Bound of the read cache of decoded rows (entries; 0 disables it).
     pub cache_entries: usize,
+    /// Replicas and retention of the CDC stream, should this edge create it
+    /// (or find it different): the same settings as the replicators'.
+    pub stream: shardline_replicator::setup::StreamLimits,
 }
 
 impl Config {
@@ -83,6 +86,7 @@ impl Config {
             min_token_wait: Duration::from_secs(1),
             auth_cache_ttl: Duration::from_secs(30),
             cache_entries: cache::DEFAULT_ENTRIES,
+            stream: shardline_replicator::setup::StreamLimits::default(),
         }
     }
 }
@@ -198,6 +202,7 @@ impl Edge {
         let consume = tokio::spawn(consume::run(
             shared.clone(),
             config.nats_url.clone(),
+            config.stream,
             shutdown,
         ));
         Ok(Edge {

@@ -85,6 +85,8 @@ pub struct Config {
     pub duplicate_window: Duration,
     /// How long to wait before reconnecting after a failure.
     pub retry_backoff: Duration,
+    /// Replicas and retention of the stream (created or updated at start).
+    pub stream: setup::StreamLimits,
 }
 
 impl Config {
@@ -99,6 +101,7 @@ impl Config {
             nats_url: nats_url.into(),
             duplicate_window: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(200),
+            stream: setup::StreamLimits::default(),
         }
     }
 
@@ -264,7 +267,7 @@ async fn session(
         .parse()
         .map_err(|e: tokio_postgres::Error| ReplicatorError::Dsn(e.to_string()))?;
     setup::ensure_shard(&config.dsn, &config.slot()).await?;
-    setup::ensure_stream(js, config.duplicate_window).await?;
+    setup::ensure_stream(js, config.duplicate_window, &config.stream).await?;
     let mut last_published = setup::last_published_lsn(js, &config.subject()).await?;
     stats
         .last_published_lsn

@@ -81,24 +81,106 @@ pub async fn ensure_shard(dsn: &str, slot: &str) -> Result<(), ReplicatorError> 
     Ok(())
 }
 
+/// Most replicas JetStream keeps of a stream.
+pub const MAX_REPLICAS: usize = 5;
+
+/// The operator's settings of the stream: replication and retention. The rest of
+/// its shape (subjects, file storage, duplicate window) is fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Copies of every message in a clustered JetStream (1 to [`MAX_REPLICAS`]).
+    pub replicas: usize,
+    /// Messages older than this are removed (`None`: kept forever).
+    pub max_age: Option<Duration>,
+    /// The oldest messages are removed above this many bytes (`None`: no limit).
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for StreamLimits {
+    /// One replica, nothing ever removed.
+    fn default() -> Self {
+        StreamLimits {
+            replicas: 1,
+            max_age: None,
+            max_bytes: None,
+        }
+    }
+}
+
+impl StreamLimits {
+    fn check(&self) -> Result<(), ReplicatorError> {
+        let bad = |detail: String| {
+            Err(ReplicatorError::StreamConfig {
+                name: STREAM.into(),
+                detail,
+            })
+        };
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return bad(format!(
+                "{} replicas configured (allowed 1..={MAX_REPLICAS})",
+                self.replicas
+            ));
+        }
+        if self.max_age == Some(Duration::ZERO) || self.max_bytes == Some(0) {
+            return bad("a zero max_age or max_bytes (leave it unset for no limit)".into());
+        }
+        if self.max_bytes.is_some_and(|b| i64::try_from(b).is_err()) {
+            return bad("max_bytes is too large".into());
+        }
+        Ok(())
+    }
+
+    /// JetStream's encoding: 0 is no age limit.
+    fn nats_max_age(&self) -> Duration {
+        self.max_age.unwrap_or(Duration::ZERO)
+    }
+
+    /// JetStream's encoding: -1 is no size limit.
+    fn nats_max_bytes(&self) -> i64 {
+        self.max_bytes
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(-1)
+    }
+}
+
 /// The stream's configuration.
-pub fn stream_config(duplicate_window: Duration) -> jetstream::stream::Config {
+pub fn stream_config(
+    duplicate_window: Duration,
+    limits: &StreamLimits,
+) -> jetstream::stream::Config {
     jetstream::stream::Config {
         name: STREAM.to_owned(),
         subjects: vec![format!("{SUBJECT_PREFIX}.>")],
         storage: StorageType::File,
         duplicate_window,
+        num_replicas: limits.replicas,
+        max_age: limits.nats_max_age(),
+        max_bytes: limits.nats_max_bytes(),
         ..Default::default()
     }
 }
 
-/// Create the stream, or check that the existing one has the right shape.
+/// Create the stream, or check that the existing one has the right shape and
+/// bring its replicas and limits to `limits` (JetStream updates the limits in
+/// place; a replica change is only possible on a cluster, and a refused one is a
+/// [`ReplicatorError::StreamConfig`]). Returns the stream's configuration.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     duplicate_window: Duration,
-) -> Result<(), ReplicatorError> {
+    limits: &StreamLimits,
+) -> Result<jetstream::stream::Config, ReplicatorError> {
+    limits.check()?;
+    if limits.max_age.is_some_and(|a| a < duplicate_window) {
+        return Err(ReplicatorError::StreamConfig {
+            name: STREAM.into(),
+            detail: format!(
+                "max_age {:?} is shorter than the duplicate window {duplicate_window:?}",
+                limits.max_age.unwrap_or_default()
+            ),
+        });
+    }
     let mut stream = js
-        .get_or_create_stream(stream_config(duplicate_window))
+        .get_or_create_stream(stream_config(duplicate_window, limits))
         .await
         .map_err(|e| ReplicatorError::Nats(format!("creating stream {STREAM}: {e}")))?;
     let info = stream
@@ -125,7 +207,45 @@ pub async fn ensure_stream(
             "stream duplicate window is shorter than configured"
         );
     }
-    Ok(())
+    let have = &info.config;
+    let have_replicas = have.num_replicas.max(1);
+    let have_bytes = if have.max_bytes <= 0 {
+        -1
+    } else {
+        have.max_bytes
+    };
+    if have_replicas == limits.replicas
+        && have.max_age == limits.nats_max_age()
+        && have_bytes == limits.nats_max_bytes()
+    {
+        return Ok(info.config.clone());
+    }
+    let mut updated = have.clone();
+    updated.num_replicas = limits.replicas;
+    updated.max_age = limits.nats_max_age();
+    updated.max_bytes = limits.nats_max_bytes();
+    match js.update_stream(&updated).await {
+        Ok(new) => {
+            info!(
+                replicas = new.config.num_replicas,
+                max_age = ?new.config.max_age,
+                max_bytes = new.config.max_bytes,
+                "updated the stream's replicas and limits"
+            );
+            Ok(new.config)
+        }
+        Err(e) if have_replicas != limits.replicas => Err(ReplicatorError::StreamConfig {
+            name: STREAM.into(),
+            detail: format!(
+                "it has {have_replicas} replica(s), {} configured, and JetStream refused the \
+                 change ({e}); a replica count above 1 needs a NATS cluster",
+                limits.replicas
+            ),
+        }),
+        Err(e) => Err(ReplicatorError::Nats(format!(
+            "updating the limits of stream {STREAM}: {e}"
+        ))),
+    }
 }
 
 /// The commit LSN of the last message published for `subject` (0: none).

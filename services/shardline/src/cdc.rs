@@ -3,13 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use shardline_replicator::setup::StreamLimits;
+
 use crate::cli::CatalogArgs;
+use crate::config::{ConfigError, in_range, parse_duration};
 use crate::local::{LocalCluster, catalog_url};
 use crate::restartable::RestartableEdge;
 use crate::up::LocalStack;
@@ -31,8 +35,70 @@ pub struct ReplicatorArgs {
     #[arg(long, env = "SHARDLINE_NATS_URL")]
     pub nats: Option<String>,
     #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
     pub catalog: CatalogArgs,
 }
+
+/// Replicas and retention of the CDC stream `SHARDLINE_CDC`, for replicators and
+/// edges alike (whichever starts first creates the stream; one finding it
+/// different updates it, so give every replicator and edge the same values).
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Replicas of the CDC stream (1-5; above 1 needs a NATS cluster).
+    #[arg(long, env = "SHARDLINE_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: u32,
+    /// Remove stream messages older than this (e.g. 12h, 7d; at least 2m, the
+    /// duplicate window). Default: keep them forever. An edge that starts empty
+    /// (or was down longer) then misses what was removed.
+    #[arg(long, env = "SHARDLINE_STREAM_MAX_AGE", value_name = "DURATION")]
+    pub stream_max_age: Option<String>,
+    /// Remove the oldest stream messages above this many bytes (per replica).
+    /// Default: no limit.
+    #[arg(long, env = "SHARDLINE_STREAM_MAX_BYTES", value_name = "BYTES")]
+    pub stream_max_bytes: Option<u64>,
+}
+
+impl StreamArgs {
+    pub fn limits(&self) -> Result<StreamLimits, ConfigError> {
+        let max_replicas = shardline_replicator::setup::MAX_REPLICAS as u32;
+        let replicas = in_range("stream_replicas", self.stream_replicas, 1..=max_replicas)?;
+        let max_age = self
+            .stream_max_age
+            .as_deref()
+            .map(|s| {
+                let d = parse_duration(s).map_err(|e| ConfigError::new("stream_max_age", e))?;
+                if d < DUPLICATE_WINDOW {
+                    return Err(ConfigError::new(
+                        "stream_max_age",
+                        format!("{s:?} is shorter than the stream's duplicate window (2m)"),
+                    ));
+                }
+                Ok(d)
+            })
+            .transpose()?;
+        let max_bytes = match self.stream_max_bytes {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "stream_max_bytes",
+                    "0 is not a limit (omit it for no limit)",
+                ));
+            }
+            Some(b) if i64::try_from(b).is_err() => {
+                return Err(ConfigError::new("stream_max_bytes", "too large"));
+            }
+            other => other,
+        };
+        Ok(StreamLimits {
+            replicas: replicas as usize,
+            max_age,
+            max_bytes,
+        })
+    }
+}
+
+/// The replicators' (and edges') duplicate window.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
@@ -53,6 +119,8 @@ pub struct EdgeArgs {
     #[arg(long, env = "SHARDLINE_EDGE_CACHE_ENTRIES", default_value_t = shardline_edge::cache::DEFAULT_ENTRIES)]
     pub cache_entries: usize,
     #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
     pub catalog: CatalogArgs,
 }
 
@@ -66,6 +134,7 @@ fn nats_url(explicit: Option<String>, catalog: &CatalogArgs) -> anyhow::Result<S
 }
 
 pub async fn run_replicator(args: ReplicatorArgs) -> anyhow::Result<()> {
+    let limits = args.stream.limits()?;
     let nats = nats_url(args.nats, &args.catalog)?;
     let dsn = match args.dsn {
         Some(d) => d,
@@ -87,7 +156,8 @@ pub async fn run_replicator(args: ReplicatorArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_listen {
         serve_metrics(addr, shutdown.clone()).await?;
     }
-    let config = shardline_replicator::Config::new(args.shard, dsn, nats);
+    let mut config = shardline_replicator::Config::new(args.shard, dsn, nats);
+    config.stream = limits;
     Ok(shardline_replicator::run(config, shutdown).await?)
 }
 
@@ -122,6 +192,7 @@ async fn serve_metrics(addr: SocketAddr, shutdown: CancellationToken) -> anyhow:
 }
 
 pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let limits = args.stream.limits()?;
     let nats = nats_url(args.nats, &args.catalog)?;
     let catalog = catalog_url(&args.catalog)?;
     let store = match args.store {
@@ -136,6 +207,7 @@ pub async fn run_edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.name = args.name;
     config.cache_entries = args.cache_entries;
+    config.stream = limits;
     let shutdown = CancellationToken::new();
     crate::up::spawn_signal_handler(shutdown.clone());
     Ok(shardline_edge::run(config, shutdown).await?)
@@ -205,4 +277,34 @@ pub async fn start_in_up(
         started.push(RestartableEdge::new(config, edge, shutdown));
     }
     Ok((tasks, started))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_settings() {
+        let args = StreamArgs {
+            stream_replicas: 3,
+            stream_max_age: Some("7d".into()),
+            stream_max_bytes: Some(1 << 40),
+        };
+        let limits = args.limits().unwrap();
+        assert_eq!(limits.replicas, 3);
+        assert_eq!(limits.max_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(limits.max_bytes, Some(1 << 40));
+        let none = StreamArgs {
+            stream_replicas: 1,
+            stream_max_age: None,
+            stream_max_bytes: None,
+        };
+        assert_eq!(none.limits().unwrap(), StreamLimits::default());
+        let short = StreamArgs {
+            stream_max_age: Some("1m".into()),
+            ..none
+        };
+        let e = short.limits().unwrap_err();
+        assert_eq!(e.setting, "stream_max_age");
+    }
 }

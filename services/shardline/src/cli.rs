@@ -50,6 +50,10 @@ pub enum Command {
     Router(shardline_router::RouterArgs),
     /// Apply the embedded migrations to a catalog and/or shard databases.
     Migrate(MigrateArgs),
+    /// Bootstrap a catalog against existing databases (idempotent, run it on
+    /// every deploy): migrate, register shards, seed the range map and the shards'
+    /// owned ranges, optionally import an admin key.
+    Init(InitArgs),
     /// Shards, ranges and epochs of a cluster.
     Status(StatusArgs),
     /// Manage API keys.
@@ -107,6 +111,32 @@ pub struct MigrateArgs {
     /// Shard database URL (repeat for each shard).
     #[arg(long = "shard")]
     pub shards: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Catalog database URL.
+    #[arg(long, env = "SHARDLINE_CATALOG_URL")]
+    pub catalog: Option<String>,
+    /// A shard as ID=URL (repeat for each shard; in the environment, separate
+    /// them by spaces).
+    #[arg(
+        long = "shard",
+        value_name = "ID=URL",
+        env = "SHARDLINE_INIT_SHARDS",
+        value_delimiter = ' '
+    )]
+    pub shards: Vec<String>,
+    /// Ranges per shard when the catalog has no range map yet (1-256, default 4).
+    #[arg(long, env = "SHARDLINE_RANGES_PER_SHARD")]
+    pub ranges_per_shard: Option<u32>,
+    /// Import the admin API key (sl_<12 hex>_<64 hex>) held by this environment
+    /// variable, unless it is already stored. Without it no key is created.
+    #[arg(long, value_name = "VAR", env = "SHARDLINE_INIT_ADMIN_KEY_ENV")]
+    pub admin_key_env: Option<String>,
+    /// Machine-readable summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where to find the catalog: an explicit URL, or the local cluster of `up`.

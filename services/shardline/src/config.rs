@@ -2,4 +2,4 @@
 //! [`shardline_core::config`] (flags > environment > TOML file > defaults,
 //! validated; a bad value exits 2 naming the setting).
 
-pub use shardline_core::config::{ConfigError, in_range, load_file, postgres_url};
+pub use shardline_core::config::{ConfigError, in_range, load_file, parse_duration, postgres_url};

@@ -5,9 +5,11 @@
 
 pub mod admin_cli;
 pub mod bench;
+pub mod bootstrap;
 pub mod cdc;
 pub mod cli;
 pub mod config;
+pub mod init;
 pub mod keys;
 pub mod loadtest;
 pub mod local;
@@ -66,6 +68,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(shardline_router::run(config, shutdown).await?)
         }
         Command::Migrate(args) => migrate::run(migrate::MigrateConfig::from_args(args)?).await,
+        Command::Init(args) => init::run(init::InitConfig::from_args(args)?).await,
         Command::Status(args) => status::run(args).await,
         Command::Keys(args) => keys::run(args).await,
         Command::Bench(args) => bench::run(args).await,

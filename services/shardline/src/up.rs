@@ -17,15 +17,15 @@ use anyhow::Context;
 use futures_util::future::try_join_all;
 use nix::fcntl::{Flock, FlockArg};
 use serde::Deserialize;
+use shardline_core::ShardId;
 use shardline_core::api_keys::{self, Scope};
-use shardline_core::migrations::{self, Schema};
-use shardline_core::{ShardId, catalog, shard};
 use shardline_devkit::{NatsOptions, NatsServer, PgCluster, PgOptions};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::bootstrap::{ShardDb, bootstrap};
 use crate::cli::UpArgs;
 use crate::config::{ConfigError, in_range, load_file};
 use crate::local::{LocalCluster, LocalShard, admin_key_path};
@@ -190,41 +190,27 @@ impl LocalStack {
         catalog.create_database(CATALOG_DB).await?;
         let catalog_url = catalog.url(CATALOG_DB);
         let catalog_pool = pool(&catalog_url).await?;
-        migrations::run(&catalog_pool, Schema::Catalog).await?;
 
-        let mut shard_pools = Vec::with_capacity(shards.len());
+        let mut targets = Vec::with_capacity(shards.len());
         let mut local_shards = Vec::with_capacity(shards.len());
         for (i, cluster) in shards.iter().enumerate() {
             let id: ShardId = format!("s{}", i + 1).parse()?;
             cluster.create_database(SHARD_DB).await?;
             let url = cluster.url(SHARD_DB);
             let p = pool(&url).await?;
-            migrations::run(&p, Schema::Shard).await?;
-            catalog::upsert_shard(&catalog_pool, &id, &url).await?;
             local_shards.push(LocalShard {
                 id: id.to_string(),
                 port: cluster.port(),
-                url,
+                url: url.clone(),
             });
-            shard_pools.push((id, p));
+            targets.push(ShardDb { id, url, pool: p });
         }
-        let ids: Vec<ShardId> = shard_pools.iter().map(|(id, _)| id.clone()).collect();
         let ranges_per_shard = previous
             .as_ref()
             .map_or(cfg.ranges_per_shard, |p| p.ranges_per_shard);
-        if catalog::seed_even(&catalog_pool, &ids, ranges_per_shard).await? {
-            tracing::info!(
-                shards = ids.len(),
-                ranges_per_shard,
-                "seeded an even range map"
-            );
-        }
-        if !catalog::any_moves(&catalog_pool).await? {
-            let ranges = catalog::list_ranges(&catalog_pool).await?;
-            for (id, p) in &shard_pools {
-                shard::seed_owned_ranges(p, id.as_str(), &ranges).await?;
-            }
-        }
+        bootstrap(&catalog_pool, &targets, ranges_per_shard).await?;
+        let shard_pools: Vec<(ShardId, PgPool)> =
+            targets.into_iter().map(|s| (s.id, s.pool)).collect();
         let admin_key = ensure_admin_key(&catalog_pool, &dir).await?;
 
         let description = LocalCluster {
@@ -262,7 +248,7 @@ impl LocalStack {
     }
 }
 
-async fn pool(url: &str) -> anyhow::Result<PgPool> {
+pub(crate) async fn pool(url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(4)
         .connect(url)

@@ -199,6 +199,9 @@ module "services" {
   policy_config_toml     = local.policy_config_toml
   router_health_path     = var.router_health_path
   deletion_protection    = var.deletion_protection
+  ranges_per_shard       = var.ranges_per_shard
+  stream_replicas        = min(3, module.nats.node_count)
+  stream_max_age         = var.stream_max_age
 
   router = {
     cpu        = var.router_size.cpu

@@ -33,13 +33,13 @@ output "loadtest_task_definition" {
   value       = module.loadtest.task_definition_arn
 }
 
-output "migrate_task_definition" {
-  description = "Task definition of the one-off migrate task."
-  value       = module.services.migrate_task_definition_arn
+output "bootstrap_task_definition" {
+  description = "Task definition of the one-off bootstrap task (shardline init; idempotent, run it on every deploy)."
+  value       = module.services.bootstrap_task_definition_arn
 }
 
 output "ops_network_configuration" {
-  description = "awsvpcConfiguration for one-off tasks (load test, migrate): private subnets and the ops security group."
+  description = "awsvpcConfiguration for one-off tasks (load test, bootstrap): private subnets and the ops security group."
   value = {
     subnets        = module.network.private_subnet_ids
     securityGroups = [module.network.security_group_ids["ops"]]

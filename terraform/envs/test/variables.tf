@@ -383,3 +383,25 @@ variable "router_health_path" {
     error_message = "router_health_path must be /readyz or /healthz."
   }
 }
+
+variable "ranges_per_shard" {
+  description = "Ranges per shard of the initial even range map (seeded once, by the bootstrap task, into an empty catalog)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.ranges_per_shard >= 1 && var.ranges_per_shard <= 256 && floor(var.ranges_per_shard) == var.ranges_per_shard
+    error_message = "ranges_per_shard must be a whole number from 1 to 256."
+  }
+}
+
+variable "stream_max_age" {
+  description = "Retention of the CDC stream (e.g. 30d); empty keeps every message. New edges start empty and replay the stream, so with a limit they lack rows older than it."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.stream_max_age == "" || can(regex("^[1-9][0-9]{0,4}[hd]$", var.stream_max_age))
+    error_message = "stream_max_age must be empty or a whole number of hours or days such as 72h or 30d."
+  }
+}

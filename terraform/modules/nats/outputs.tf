@@ -17,3 +17,8 @@ output "instance_ids" {
   description = "EC2 instance IDs of the nodes."
   value       = aws_instance.node[*].id
 }
+
+output "node_count" {
+  description = "JetStream cluster size (the most replicas a stream can have)."
+  value       = var.node_count
+}

@@ -1,6 +1,6 @@
 # The shardline binary as ECS Fargate services: router and edges (autoscaled,
 # behind internal load balancers), the rebalancer (leader + standby), one
-# replicator per shard, and a one-off migrate task. Secrets come from Secrets
+# replicator per shard, and a one-off bootstrap task (`shardline init`). Secrets come from Secrets
 # Manager / SSM through the task execution role, never through plain variables.
 
 data "aws_region" "current" {}
@@ -9,7 +9,7 @@ data "aws_caller_identity" "current" {}
 locals {
   image      = "${aws_ecr_repository.shardline.repository_url}:${var.image_tag}"
   region     = data.aws_region.current.name
-  components = toset(["router", "edge", "rebalancer", "replicator", "migrate"])
+  components = toset(["router", "edge", "rebalancer", "replicator", "bootstrap"])
 }
 
 resource "aws_ecr_repository" "shardline" {

@@ -43,9 +43,9 @@ output "execution_role_arn" {
   value       = aws_iam_role.execution.arn
 }
 
-output "migrate_task_definition_arn" {
-  description = "Task definition of the one-off migrate task."
-  value       = aws_ecs_task_definition.service["migrate"].arn
+output "bootstrap_task_definition_arn" {
+  description = "Task definition of the one-off bootstrap task (shardline init: migrations, shards, range map, admin key; idempotent, run it on every deploy)."
+  value       = aws_ecs_task_definition.service["bootstrap"].arn
 }
 
 output "rebalancer_log_group" {

@@ -73,7 +73,17 @@ locals {
   exec_paths  = { "exec-agents" = "/managed-agents", "exec-ssm-lib" = "/var/lib/amazon/ssm", "exec-ssm-log" = "/var/log/amazon/ssm" }
   exec_mounts = [for v, path in local.exec_paths : { sourceVolume = v, containerPath = path, readOnly = false }]
 
-  shard_flags = join(" ", [for id in sort(keys(var.shard_dsn_secret_arns)) : "--shard \"$SHARD_URL_${upper(id)}\""])
+  # `init --shard s1="$SHARD_URL_S1" ...`: the URLs come from the task's secrets
+  # and are expanded by the shell, never written into the task definition.
+  shard_flags = join(" ", [for id in sort(keys(var.shard_dsn_secret_arns)) : "--shard \"${id}=$SHARD_URL_${upper(id)}\""])
+
+  # The CDC stream's replicas and retention; replicators and edges get the same
+  # values (whichever starts first creates the stream, one finding it different
+  # updates it).
+  stream_env = concat(
+    [{ name = "SHARDLINE_STREAM_REPLICAS", value = tostring(var.stream_replicas) }],
+    var.stream_max_age == "" ? [] : [{ name = "SHARDLINE_STREAM_MAX_AGE", value = var.stream_max_age }],
+  )
 
   containers = {
     router = [
@@ -104,7 +114,7 @@ locals {
         entryPoint   = ["/bin/sh", "-c"]
         command      = ["exec shardline edge --name \"edge-$(cat /proc/sys/kernel/hostname)\""]
         portMappings = [{ containerPort = 8090, protocol = "tcp" }]
-        environment = concat(local.base_env, [
+        environment = concat(local.base_env, local.stream_env, [
           { name = "SHARDLINE_EDGE_LISTEN", value = "0.0.0.0:8090" },
           { name = "SHARDLINE_EDGE_STORE", value = "/data/edge.redb" },
           { name = "SHARDLINE_NATS_URL", value = var.nats_url },
@@ -139,19 +149,25 @@ locals {
         logConfiguration = local.logs.rebalancer
       },
     ]
-    migrate = [
+    # One-off, idempotent, run on every deploy: migrates the catalog and every
+    # shard, registers the shards, seeds the even range map and the shards' owned
+    # ranges on a fresh catalog (a new shard joins an existing map with no
+    # ranges) and imports the admin key from Secrets Manager (its hash).
+    bootstrap = [
       {
-        name                   = "migrate"
+        name                   = "bootstrap"
         image                  = local.image
         essential              = true
         readonlyRootFilesystem = true
         entryPoint             = ["/bin/sh", "-c"]
-        command                = ["exec shardline migrate ${local.shard_flags}"]
-        environment            = local.base_env
+        command                = ["exec shardline init ${local.shard_flags} --admin-key-env SHARDLINE_BOOTSTRAP_ADMIN_KEY"]
+        environment            = concat(local.base_env, [{ name = "SHARDLINE_RANGES_PER_SHARD", value = tostring(var.ranges_per_shard) }])
         secrets = concat(local.catalog_secret, [
+          { name = "SHARDLINE_BOOTSTRAP_ADMIN_KEY", valueFrom = aws_secretsmanager_secret.admin_key.arn },
+          ], [
           for id in sort(keys(var.shard_dsn_secret_arns)) : { name = "SHARD_URL_${upper(id)}", valueFrom = var.shard_dsn_secret_arns[id] }
         ])
-        logConfiguration = local.logs.migrate
+        logConfiguration = local.logs.bootstrap
       },
     ]
   }
@@ -160,7 +176,7 @@ locals {
     router     = { cpu = var.router.cpu, memory = var.router.memory }
     edge       = { cpu = var.edge.cpu, memory = var.edge.memory }
     rebalancer = { cpu = var.rebalancer.cpu, memory = var.rebalancer.memory }
-    migrate    = { cpu = 512, memory = 1024 }
+    bootstrap  = { cpu = 512, memory = 1024 }
   }
 }
 
@@ -191,7 +207,7 @@ resource "aws_ecs_task_definition" "service" {
   dynamic "volume" {
     for_each = concat(
       each.key == "edge" ? ["data"] : each.key == "rebalancer" ? ["tmp"] : [],
-      each.key == "migrate" ? [] : keys(local.exec_paths),
+      each.key == "bootstrap" ? [] : keys(local.exec_paths),
     )
     content {
       name = volume.value
@@ -216,7 +232,7 @@ resource "aws_ecs_task_definition" "replicator" {
       essential              = true
       readonlyRootFilesystem = true
       command                = ["replicator", "--shard", each.key]
-      environment = concat(local.base_env, [
+      environment = concat(local.base_env, local.stream_env, [
         { name = "SHARDLINE_NATS_URL", value = var.nats_url },
         { name = "SHARDLINE_REPLICATOR_METRICS_LISTEN", value = "127.0.0.1:9187" },
         { name = "OTEL_SERVICE_NAME", value = "shardline-replicator" },

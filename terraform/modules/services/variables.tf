@@ -243,3 +243,35 @@ variable "router_health_path" {
     error_message = "router_health_path must be /readyz or /healthz."
   }
 }
+
+variable "ranges_per_shard" {
+  description = "Ranges per shard of the even range map the bootstrap task seeds into a catalog that has none (ignored afterwards)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.ranges_per_shard >= 1 && var.ranges_per_shard <= 256 && floor(var.ranges_per_shard) == var.ranges_per_shard
+    error_message = "ranges_per_shard must be a whole number from 1 to 256."
+  }
+}
+
+variable "stream_replicas" {
+  description = "Replicas of the CDC stream SHARDLINE_CDC in the JetStream cluster (at most its node count); replicators and edges create or update the stream with it."
+  type        = number
+
+  validation {
+    condition     = var.stream_replicas >= 1 && var.stream_replicas <= 5 && floor(var.stream_replicas) == var.stream_replicas
+    error_message = "stream_replicas must be a whole number from 1 to 5."
+  }
+}
+
+variable "stream_max_age" {
+  description = "Retention of the CDC stream: messages older than this (e.g. 30d, 72h) are removed; empty keeps them forever. An edge that starts empty replays the stream, so with a limit it lacks older rows."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.stream_max_age == "" || can(regex("^[1-9][0-9]{0,4}[hd]$", var.stream_max_age))
+    error_message = "stream_max_age must be empty or a whole number of hours or days such as 72h or 30d."
+  }
+}
