@@ -33,6 +33,7 @@ fn merchant(k: i64) -> String {
 }
 
 both_fences!(
+    both_fences_raise_the_same_errors,
     a_savepoint_rollback_drops_the_lock_and_the_next_insert_takes_it_again,
     a_snapshot_older_than_a_freeze_cannot_write_at_any_isolation_level,
 );
@@ -72,6 +73,36 @@ async fn the_native_fence_is_active_when_installed_and_switchable() {
         "c".parse::<FenceMode>(),
         Err(fence::FenceError::BadMode(_))
     ));
+}
+
+async fn both_fences_raise_the_same_errors(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
+    let c = db.client().await;
+    c.batch_execute(
+        "INSERT INTO owned_ranges (id, start_key, end_key, epoch, state) VALUES (2, 1000, 2000, 2, 'frozen')",
+    )
+    .await
+    .unwrap();
+    for (key, code, message, hint) in [
+        (
+            5000,
+            fence::NOT_OWNED,
+            "shard_key 5000 is not in a range owned by this shard",
+            "refresh the range map and retry on the owner",
+        ),
+        (
+            1500,
+            fence::RANGE_FROZEN,
+            "range 2 [1000, 2000) holding shard_key 1500 is frozen",
+            "the range is moving: retry after the map changes",
+        ),
+    ] {
+        let err = c.batch_execute(&merchant(key)).await.expect_err("fenced");
+        let db_err = err.as_db_error().expect("a database error");
+        assert_eq!(db_err.code().code(), code, "{err}");
+        assert_eq!(db_err.message(), message);
+        assert_eq!(db_err.hint(), Some(hint));
+    }
 }
 
 /// Shared fence locks `pid` holds (pg_advisory_xact_lock_shared(1397245510, b)).
