@@ -1,7 +1,15 @@
 //! SQLSTATEs raised by the shard and catalog databases (see docs/fencing.md).
 //!
 //! They are the contract between the database and every caller: the router maps
-//! them to retries, holds or problem+json responses.
+//! them to retries, holds or problem+json responses. [`install`] chooses between
+//! the native (C) and the PL/pgSQL fence of a shard.
+
+mod install;
+
+pub use install::{
+    FENCE_MODE_ENV, FENCED_TABLES, FenceError, FenceKind, FenceMode, NATIVE_EXTENSION, active_kind,
+    install, native_available,
+};
 
 /// The shard does not own a range holding the key (stale map: refresh, retry on the owner).
 pub const NOT_OWNED: &str = "SLF01";

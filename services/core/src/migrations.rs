@@ -7,6 +7,8 @@
 use sqlx::PgPool;
 use sqlx::migrate::{MigrateError, Migrator};
 
+use crate::fence::{self, FenceError, FenceKind, FenceMode};
+
 /// Migrations of the catalog database (shards, ranges, moves, load, decisions, keys).
 pub static CATALOG: Migrator = sqlx::migrate!("../../migrations/catalog");
 
@@ -44,10 +46,28 @@ pub enum MigrationError {
         #[source]
         source: MigrateError,
     },
+    #[error(transparent)]
+    Fence(#[from] FenceError),
 }
 
 /// Apply every pending migration of `schema`; a no-op when the database is current.
+/// A shard then gets the fence `SHARDLINE_FENCE` asks for (`auto` by default: the
+/// native one when the server has it), see [`run_shard`].
 pub async fn run(pool: &PgPool, schema: Schema) -> Result<(), MigrationError> {
+    match schema {
+        Schema::Catalog => apply(pool, schema).await,
+        Schema::Shard => run_shard(pool, FenceMode::from_env()?).await.map(|_| ()),
+    }
+}
+
+/// Migrate a shard database, then install the fence `mode` asks for
+/// ([`fence::install`]); returns the fence now active.
+pub async fn run_shard(pool: &PgPool, mode: FenceMode) -> Result<FenceKind, MigrationError> {
+    apply(pool, Schema::Shard).await?;
+    Ok(fence::install(pool, mode).await?)
+}
+
+async fn apply(pool: &PgPool, schema: Schema) -> Result<(), MigrationError> {
     schema
         .migrator()
         .run(pool)

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use shardline_core::fence::{self, FenceMode};
 use shardline_core::migrations::{self, Schema};
 use shardline_devkit::{PgCluster, PgOptions};
 use sqlx::PgPool;
@@ -39,9 +40,58 @@ impl Db {
         }
     }
 
+    /// A shard database with the fence `mode` asks for; `None` (and a note on
+    /// stderr) when `mode` is native and this server lacks the extension.
+    pub async fn shard(mode: FenceMode) -> Option<Db> {
+        let cluster = PgCluster::start_temp(PgOptions::default())
+            .await
+            .expect("start postgres");
+        let name = Schema::Shard.name().to_owned();
+        cluster.create_database(&name).await.expect("create db");
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&cluster.url(&name))
+            .await
+            .expect("connect");
+        if mode == FenceMode::Native && !fence::native_available(&pool).await.expect("query") {
+            eprintln!(
+                "SKIPPED: the shardline_fence extension is not installed (./dev setup builds it)"
+            );
+            return None;
+        }
+        let kind = migrations::run_shard(&pool, mode).await.expect("migrate");
+        if mode != FenceMode::Auto {
+            assert_eq!(format!("{mode:?}").to_lowercase(), kind.as_str());
+        }
+        Some(Db {
+            cluster,
+            name,
+            pool,
+        })
+    }
+
     pub async fn client(&self) -> Client {
         self.cluster.connect(&self.name).await.expect("connect")
     }
+}
+
+/// `both_fences!(test_fn, ...)`: for each `async fn test_fn(mode: FenceMode)`, a
+/// module `test_fn` with the tests `native` and `plpgsql`.
+#[macro_export]
+macro_rules! both_fences {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use shardline_core::fence::FenceMode;
+            #[tokio::test]
+            async fn native() {
+                super::$name(FenceMode::Native).await
+            }
+            #[tokio::test]
+            async fn plpgsql() {
+                super::$name(FenceMode::Plpgsql).await
+            }
+        }
+    )*};
 }
 
 /// The SQLSTATE of a failed tokio-postgres call.

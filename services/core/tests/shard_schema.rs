@@ -1,20 +1,20 @@
 //! The shard schema against a real PostgreSQL: database-enforced fencing, balanced
-//! ledger, versions, and that replication apply bypasses the fence.
+//! ledger, versions, and that replication apply bypasses the fence. Every test runs
+//! with the native fence (skipped when the extension is missing) and the PL/pgSQL one.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{Db, sqlstate};
-use shardline_core::fence;
-use shardline_core::migrations::Schema;
+use shardline_core::fence::{self, FenceMode};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 /// Owned: range 1 = [0, 1000) active, range 2 = [1000, 2000) frozen,
 /// range 3 = [2000, 3000) incoming; keys >= 3000 are not owned.
-async fn shard() -> Db {
-    let db = Db::new(Schema::Shard).await;
+async fn shard(mode: FenceMode) -> Option<Db> {
+    let db = Db::shard(mode).await?;
     db.client()
         .await
         .batch_execute(
@@ -23,8 +23,20 @@ async fn shard() -> Db {
         )
         .await
         .unwrap();
-    db
+    Some(db)
 }
+
+both_fences!(
+    writes_outside_active_owned_ranges_fail_with_dedicated_sqlstates,
+    replication_apply_bypasses_the_fence,
+    freezing_waits_for_in_flight_writers_and_blocks_new_ones,
+    repeatable_read_writers_cannot_slip_past_a_freeze,
+    a_writer_waiting_across_a_split_rechecks_its_range,
+    ledger_entries_are_fenced_at_commit_per_key_of_a_journal,
+    unbalanced_ledger_journals_are_rejected_at_commit,
+    versions_increment_and_keys_are_immutable,
+    shard_migrations_are_idempotent,
+);
 
 /// One INSERT per data table for key `k` (each a valid row on its own).
 fn inserts(k: i64) -> Vec<(&'static str, String)> {
@@ -77,9 +89,8 @@ async fn expect_code(c: &Client, sql: &str, code: &str, what: &str) {
     assert_eq!(sqlstate(&err), code, "{what}: {err}");
 }
 
-#[tokio::test]
-async fn writes_outside_active_owned_ranges_fail_with_dedicated_sqlstates() {
-    let db = shard().await;
+async fn writes_outside_active_owned_ranges_fail_with_dedicated_sqlstates(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let c = db.client().await;
     for (table, sql) in inserts(10) {
         c.batch_execute(&sql)
@@ -136,9 +147,8 @@ async fn writes_outside_active_owned_ranges_fail_with_dedicated_sqlstates() {
     }
 }
 
-#[tokio::test]
-async fn replication_apply_bypasses_the_fence() {
-    let db = shard().await;
+async fn replication_apply_bypasses_the_fence(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let c = db.client().await;
     // Subscription apply workers run with session_replication_role = replica, which
     // skips ENABLE ORIGIN triggers (the default) like the fence.
@@ -157,9 +167,8 @@ async fn replication_apply_bypasses_the_fence() {
     }
 }
 
-#[tokio::test]
-async fn freezing_waits_for_in_flight_writers_and_blocks_new_ones() {
-    let db = shard().await;
+async fn freezing_waits_for_in_flight_writers_and_blocks_new_ones(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let writer = db.client().await;
     let freezer = db.client().await;
     let late = db.client().await;
@@ -226,9 +235,8 @@ async fn freezing_waits_for_in_flight_writers_and_blocks_new_ones() {
     assert_eq!(rows, vec!["first".to_owned()]);
 }
 
-#[tokio::test]
-async fn repeatable_read_writers_cannot_slip_past_a_freeze() {
-    let db = shard().await;
+async fn repeatable_read_writers_cannot_slip_past_a_freeze(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let writer = db.client().await;
     let freezer = db.client().await;
     // The writer's snapshot predates the freeze...
@@ -257,9 +265,8 @@ async fn repeatable_read_writers_cannot_slip_past_a_freeze() {
     writer.batch_execute("ROLLBACK").await.unwrap();
 }
 
-#[tokio::test]
-async fn a_writer_waiting_across_a_split_rechecks_its_range() {
-    let db = shard().await;
+async fn a_writer_waiting_across_a_split_rechecks_its_range(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let splitter = db.client().await;
     let writer = db.client().await;
     let observer = db.client().await;
@@ -297,9 +304,8 @@ async fn a_writer_waiting_across_a_split_rechecks_its_range() {
     assert_eq!(sqlstate(&err), fence::RANGE_FROZEN, "{err}");
 }
 
-#[tokio::test]
-async fn ledger_entries_are_fenced_at_commit_per_key_of_a_journal() {
-    let db = shard().await;
+async fn ledger_entries_are_fenced_at_commit_per_key_of_a_journal(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let c = db.client().await;
     let m = Uuid::now_v7();
     let ledger = |k: i64, j: Uuid| {
@@ -343,9 +349,8 @@ async fn ledger_entries_are_fenced_at_commit_per_key_of_a_journal() {
     assert_eq!(n, 2);
 }
 
-#[tokio::test]
-async fn unbalanced_ledger_journals_are_rejected_at_commit() {
-    let db = shard().await;
+async fn unbalanced_ledger_journals_are_rejected_at_commit(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let c = db.client().await;
     let m = Uuid::now_v7();
     let j = Uuid::now_v7();
@@ -407,9 +412,8 @@ async fn unbalanced_ledger_journals_are_rejected_at_commit() {
     assert_eq!(n, 2);
 }
 
-#[tokio::test]
-async fn versions_increment_and_keys_are_immutable() {
-    let db = shard().await;
+async fn versions_increment_and_keys_are_immutable(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let c = db.client().await;
     let m = Uuid::now_v7();
     c.batch_execute(&format!(
@@ -435,19 +439,21 @@ async fn versions_increment_and_keys_are_immutable() {
     .await;
 }
 
-#[tokio::test]
-async fn shard_migrations_are_idempotent() {
-    let db = shard().await;
+async fn shard_migrations_are_idempotent(mode: FenceMode) {
+    let Some(db) = shard(mode).await else { return };
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    shardline_core::migrations::run(&db.pool, Schema::Shard)
-        .await
-        .unwrap();
-    shardline_core::migrations::run(&db.pool, Schema::Shard)
-        .await
-        .unwrap();
+    // Re-running keeps the fence that was chosen (no DDL); auto re-installs native
+    // when available.
+    for _ in 0..2 {
+        shardline_core::migrations::run_shard(&db.pool, mode)
+            .await
+            .unwrap();
+    }
+    let kind = fence::active_kind(&db.pool).await.unwrap();
+    assert_eq!(kind, format!("{mode:?}").to_lowercase());
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&db.pool)
         .await

@@ -1,6 +1,7 @@
 //! `shardline migrate --catalog URL --shard URL...`
 
 use anyhow::Context;
+use shardline_core::fence::{FenceKind, FenceMode};
 use shardline_core::migrations::{self, Schema};
 use sqlx::postgres::PgPoolOptions;
 
@@ -35,15 +36,22 @@ impl MigrateConfig {
     }
 }
 
-pub async fn migrate_url(url: &str, schema: Schema) -> anyhow::Result<()> {
+/// Migrate one database; a shard also gets its fence (`SHARDLINE_FENCE`), returned.
+pub async fn migrate_url(url: &str, schema: Schema) -> anyhow::Result<Option<FenceKind>> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await
         .with_context(|| format!("connecting to the {} database", schema.name()))?;
-    migrations::run(&pool, schema).await?;
+    let kind = match schema {
+        Schema::Catalog => {
+            migrations::run(&pool, schema).await?;
+            None
+        }
+        Schema::Shard => Some(migrations::run_shard(&pool, FenceMode::from_env()?).await?),
+    };
     pool.close().await;
-    Ok(())
+    Ok(kind)
 }
 
 pub async fn run(config: MigrateConfig) -> anyhow::Result<()> {
@@ -52,8 +60,10 @@ pub async fn run(config: MigrateConfig) -> anyhow::Result<()> {
         println!("catalog: migrated");
     }
     for (i, url) in config.shards.iter().enumerate() {
-        migrate_url(url, Schema::Shard).await?;
-        println!("shard #{}: migrated", i + 1);
+        let kind = migrate_url(url, Schema::Shard)
+            .await?
+            .map_or("?", FenceKind::as_str);
+        println!("shard #{}: migrated ({kind} fence)", i + 1);
     }
     Ok(())
 }

@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
-use shardline_core::migrations::{self, Schema};
+use shardline_core::fence::{self, FenceMode};
+use shardline_core::migrations;
 use shardline_core::{MerchantId, shard_key};
 use shardline_devkit::{PgCluster, PgOptions};
 use sqlx::postgres::PgPoolOptions;
@@ -37,12 +38,17 @@ pub struct FencingArgs {
     /// of each transaction larger: the harder case).
     #[arg(long)]
     pub fsync: bool,
+    /// Fence of the fenced variant: auto (native when the server has the
+    /// shardline_fence extension), native or plpgsql.
+    #[arg(long, default_value = "auto", env = "SHARDLINE_FENCE")]
+    pub fence: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct FencingConfig {
     pub run: AbShape,
     pub fsync: bool,
+    pub fence: FenceMode,
 }
 
 impl FencingConfig {
@@ -50,18 +56,28 @@ impl FencingConfig {
         Ok(FencingConfig {
             run: AbShape::from_args(a.run)?,
             fsync: a.fsync,
+            fence: a
+                .fence
+                .parse()
+                .map_err(|e: fence::FenceError| ConfigError::new("fence", e.to_string()))?,
         })
     }
 }
 
-async fn prepare_db(cluster: &PgCluster, db: &str, fenced: bool) -> anyhow::Result<String> {
+/// Returns the conninfo and the fence kind the database reports.
+async fn prepare_db(
+    cluster: &PgCluster,
+    db: &str,
+    fenced: bool,
+    mode: FenceMode,
+) -> anyhow::Result<(String, String)> {
     cluster.create_database(db).await?;
     let url = cluster.url(db);
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(&url)
         .await?;
-    migrations::run(&pool, Schema::Shard).await?;
+    migrations::run_shard(&pool, mode).await?;
     sqlx::query(
         "INSERT INTO owned_ranges (id, start_key, end_key, epoch, state)
          VALUES (1, 0, 4294967296, 1, 'active') ON CONFLICT DO NOTHING",
@@ -99,8 +115,9 @@ async fn prepare_db(cluster: &PgCluster, db: &str, fenced: bool) -> anyhow::Resu
         .execute(&pool)
         .await?;
     }
+    let kind = fence::active_kind(&pool).await?;
     pool.close().await;
-    Ok(cluster.conninfo(db))
+    Ok((cluster.conninfo(db), kind))
 }
 
 async fn client_loop(
@@ -181,8 +198,9 @@ pub async fn run(cfg: FencingConfig) -> anyhow::Result<()> {
         ..PgOptions::default()
     })
     .await?;
-    let fenced = prepare_db(&cluster, "fenced", true).await?;
-    let plain = prepare_db(&cluster, "unfenced", false).await?;
+    let (fenced, kind) = prepare_db(&cluster, "fenced", true, cfg.fence).await?;
+    // the baseline: the same migrations, every fence trigger disabled
+    let (plain, _) = prepare_db(&cluster, "unfenced", false, FenceMode::Plpgsql).await?;
     let merchants: Arc<Vec<(Uuid, i64)>> = Arc::new(
         (0..1000)
             .map(|_| {
@@ -192,7 +210,7 @@ pub async fn run(cfg: FencingConfig) -> anyhow::Result<()> {
             .collect(),
     );
     eprintln!(
-        "bench fencing: {} clients, {} s x {} rounds per variant (+1 warm-up), fsync {}",
+        "bench fencing: {kind} fence, {} clients, {} s x {} rounds per variant (+1 warm-up), fsync {}",
         cfg.run.clients,
         cfg.run.seconds,
         cfg.run.rounds,
@@ -214,9 +232,11 @@ pub async fn run(cfg: FencingConfig) -> anyhow::Result<()> {
         report["benchmark"] = "fencing".into();
         cfg.run.describe(&mut report);
         report["fsync"] = cfg.fsync.into();
+        report["fence"] = kind.clone().into();
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         res.print("variant (1 payment + 2 ledger)", "txn/s");
+        println!("fence kind measured: {kind}");
     }
     drop(cluster);
     Ok(())
