@@ -343,3 +343,28 @@ async fn admin_api_moves_splits_merges_and_rejects_bad_requests() {
     assert_no_move_objects(&c).await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_catalog() {
+    let c = Cluster::start(1).await;
+    let up = Api {
+        app: app(AdminState::new(c.catalog_pool.clone())),
+        key: String::new(),
+    };
+    let r = up.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["status"], "ok");
+    // A catalog nobody listens on: unready (problem+json), never a hang or a 500.
+    let dead = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/catalog")
+        .unwrap();
+    let down = Api {
+        app: app(AdminState::new(dead)),
+        key: String::new(),
+    };
+    let r = down.call(Method::GET, "/readyz", None, None).await;
+    r.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    let r = down.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}

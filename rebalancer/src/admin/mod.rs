@@ -140,6 +140,30 @@ impl axum::response::IntoResponse for ApiError {
     }
 }
 
+/// Ready when the catalog answers (within 2 s): everything the admin API and
+/// the engine do goes through it. Leader and standby are both ready (a standby
+/// serves the admin API and takes over when the leader's lock is released).
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> Result<axum::Json<serde_json::Value>, shardline_router::AppError> {
+    let ping = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.catalog),
+    )
+    .await;
+    match ping {
+        Ok(Ok(_)) => Ok(axum::Json(serde_json::json!({"status": "ok"}))),
+        Ok(Err(e)) => Err(shardline_router::AppError::unavailable(
+            "not_ready",
+            format!("the catalog does not answer: {e}"),
+        )),
+        Err(_) => Err(shardline_router::AppError::unavailable(
+            "not_ready",
+            "the catalog did not answer within 2 s",
+        )),
+    }
+}
+
 /// The admin API's routes (tested with `oneshot`).
 pub fn app(state: AdminState) -> Router {
     use axum::http::StatusCode;
@@ -159,6 +183,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/v1/policy/dry-run", post(policy::dry_run))
         .route("/v1/decisions", get(policy::decisions))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .with_state(state)
         .layer(
             tower::ServiceBuilder::new()

@@ -46,6 +46,8 @@ pub enum ApiError {
         wanted: String,
         waited_ms: u128,
     },
+    #[error("{0}")]
+    NotReady(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +60,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::NotYet { .. } => (StatusCode::GATEWAY_TIMEOUT, "min_token_timeout"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -234,6 +237,7 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/v1/merchants/{mid}/balance", get(get_balance))
         .route("/v1/status", get(status))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -457,6 +461,22 @@ async fn status(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
 
 async fn healthz() -> Response {
     ok_json(json!({ "status": "ok" }))
+}
+
+/// Ready once the consumer has caught up with the stream since this edge
+/// started (a new or long-stopped edge replaying the stream would serve stale
+/// rows). Later NATS outages do not make it unready: every edge would go at
+/// once; `Shardline-Staleness-Ms` tells readers instead.
+async fn readyz(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    if st.shared.caught_up_once.load(Ordering::Relaxed) {
+        Ok(ok_json(
+            json!({ "status": "ok", "staleness_ms": st.staleness_ms() }),
+        ))
+    } else {
+        Err(ApiError::NotReady(
+            "the edge has not caught up with the CDC stream since it started".into(),
+        ))
+    }
 }
 
 #[cfg(test)]

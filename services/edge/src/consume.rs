@@ -6,7 +6,6 @@
 //! recreates the consumer from the store's position.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
@@ -119,7 +118,11 @@ async fn session(
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     debug!(start, "consuming");
-    let mut pending_zero = false;
+    // Nothing to replay: the store is at the stream's end already.
+    let mut pending_zero = start > stream.cached_info().state.last_sequence;
+    if pending_zero {
+        shared.caught_up(now_micros());
+    }
     loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -128,9 +131,7 @@ async fn session(
         let msg = match next {
             Err(_idle) => {
                 if pending_zero {
-                    shared
-                        .caught_up_at_micros
-                        .store(now_micros(), Ordering::Relaxed);
+                    shared.caught_up(now_micros());
                 }
                 continue;
             }
@@ -203,9 +204,7 @@ async fn session(
         }
         pending_zero = pending == 0;
         if pending_zero {
-            shared
-                .caught_up_at_micros
-                .store(now_micros(), Ordering::Relaxed);
+            shared.caught_up(now_micros());
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct Shared {
     pub cursors: watch::Sender<BTreeMap<String, Cursor>>,
     /// When the consumer last knew it had nothing pending (unix micros).
     pub caught_up_at_micros: AtomicI64,
+    /// The consumer has had nothing pending at least once since start (`/readyz`).
+    pub caught_up_once: std::sync::atomic::AtomicBool,
     /// Commit -> applied latency (µs, PostgreSQL commit timestamp to the edge's
     /// commit) of the last [`LAG_SAMPLES`] applied transactions.
     pub apply_lags_micros: std::sync::Mutex<std::collections::VecDeque<i64>>,
@@ -112,6 +114,14 @@ pub struct Shared {
 pub const LAG_SAMPLES: usize = 4096;
 
 impl Shared {
+    /// The consumer has nothing pending (now).
+    pub fn caught_up(&self, now_micros: i64) {
+        self.caught_up_at_micros
+            .store(now_micros, std::sync::atomic::Ordering::Relaxed);
+        self.caught_up_once
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn record_lag(&self, micros: i64) {
         if let Ok(mut q) = self.apply_lags_micros.lock() {
             if q.len() == LAG_SAMPLES {
@@ -166,6 +176,7 @@ impl Edge {
             store,
             cursors: watch::Sender::new(cursors),
             caught_up_at_micros: AtomicI64::new(now_micros()),
+            caught_up_once: std::sync::atomic::AtomicBool::new(false),
             apply_lags_micros: std::sync::Mutex::new(std::collections::VecDeque::new()),
             heard: heartbeat::Heard::default(),
         });

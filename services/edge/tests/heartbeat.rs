@@ -26,6 +26,9 @@ async fn a_token_past_the_last_published_commit_is_reached_on_a_quiet_shard() {
     let token = r.headers["shardline-token"].to_str().unwrap().to_owned();
     let uri = format!("/v1/merchants/{mid}");
     assert_eq!(f.edge_get(&uri, Some(&token)).await.status, StatusCode::OK);
+    // A running edge that has caught up is ready.
+    let ready = common::call(&f.edge().app, axum::http::Method::GET, "/readyz", &[], None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
 
     // WAL on that shard that no published transaction covers: a transaction
     // under a replication origin (skipped) and one on an unpublished table.

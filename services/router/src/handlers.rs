@@ -355,11 +355,17 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     axum::Json(Health {
         status: "ok".into(),
         map_epoch: state.map.epoch(),
+        unreachable_shards: Vec::new(),
     })
     .into_response()
 }
 
-/// Readiness: the map is loaded and every shard answers.
+/// Readiness: the map is loaded and at least one shard answers (all probed at
+/// once, 2 s each). Shards that do not answer are listed and make the status
+/// `degraded`, not unready: every router sees the same shards, so failing
+/// readiness for one shard would take all routers out of a load balancer (and
+/// have an orchestrator restart them) while the other shards' merchants could
+/// be served.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Health),
               (status = 503, body = Problem, content_type = "application/problem+json")))]
@@ -374,20 +380,38 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, AppError>
     if pools.is_empty() {
         return Err(AppError::unavailable("not_ready", "no shards known"));
     }
-    for (shard, p) in pools.iter() {
+    let probes = pools.iter().map(|(shard, p)| async move {
         let ok = tokio::time::timeout(Duration::from_secs(2), async {
             let c = p.pool.get().await.ok()?;
             c.simple_query("SELECT 1").await.ok()
         })
         .await;
-        if !matches!(ok, Ok(Some(_))) {
-            return Err(AppError::unavailable(
-                "not_ready",
-                format!("shard {shard} is unreachable"),
-            ));
-        }
+        (shard.to_string(), matches!(ok, Ok(Some(_))))
+    });
+    let answers = futures_util::future::join_all(probes).await;
+    let mut unreachable: Vec<String> = answers
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(s, _)| s.clone())
+        .collect();
+    unreachable.sort();
+    if unreachable.len() == answers.len() {
+        return Err(AppError::unavailable(
+            "not_ready",
+            format!("no shard answers ({})", unreachable.join(", ")),
+        ));
     }
-    Ok(healthz(State(state)).await)
+    Ok(axum::Json(Health {
+        status: if unreachable.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
+        map_epoch: state.map.epoch(),
+        unreachable_shards: unreachable,
+    })
+    .into_response())
 }
 
 /// Unknown routes: 404 problem+json.

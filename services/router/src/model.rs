@@ -194,6 +194,11 @@ pub struct Balance {
 /// `GET /healthz`, `/readyz`
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {
+    /// `ok`, or `degraded` (ready, but some shards did not answer).
     pub status: String,
     pub map_epoch: i64,
+    /// `/readyz` only: shards that did not answer within 2 s (their merchants'
+    /// requests fail with 503 until they are back; the others are served).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_shards: Vec<String>,
 }

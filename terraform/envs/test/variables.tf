@@ -374,7 +374,7 @@ variable "force_destroy_reports" {
 }
 
 variable "router_health_path" {
-  description = "Health check path of the router target group: /readyz (map loaded and every shard answers) or /healthz (process up; for shard-outage tests, since ECS replaces tasks failing the check)."
+  description = "Health check path of the router target group: /readyz (map loaded and at least one shard answers; a down shard is reported as degraded, still ready) or /healthz (process up)."
   type        = string
   default     = "/readyz"
 

@@ -5,8 +5,8 @@
 locals {
   balancers = {
     router     = { port = 8080, health = "/readyz", deny_metrics = true } # or var.router_health_path
-    edge       = { port = 8090, health = "/healthz", deny_metrics = true }
-    rebalancer = { port = 8070, health = "/healthz", deny_metrics = false }
+    edge       = { port = 8090, health = "/readyz", deny_metrics = true }
+    rebalancer = { port = 8070, health = "/readyz", deny_metrics = false }
   }
 }
 

@@ -234,7 +234,7 @@ variable "cpu_architecture" {
 }
 
 variable "router_health_path" {
-  description = "Target-group health check of the routers. /readyz fails while any shard is unreachable, and ECS replaces tasks that fail it: in a shard-outage test every router would be cycled, so such tests use /healthz."
+  description = "Target-group health check of the routers. /readyz (default) fails only while the range map is not loaded or no shard answers (one shard down is reported as degraded, still ready); /healthz checks the process only."
   type        = string
   default     = "/readyz"
 
