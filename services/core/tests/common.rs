@@ -25,13 +25,7 @@ impl Db {
     }
 
     pub async fn on(cluster: PgCluster, schema: Schema) -> Db {
-        let name = schema.name().to_owned();
-        cluster.create_database(&name).await.expect("create db");
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&cluster.url(&name))
-            .await
-            .expect("connect");
+        let (name, pool) = database(&cluster, schema).await;
         migrations::run(&pool, schema).await.expect("migrate");
         Db {
             cluster,
@@ -46,13 +40,7 @@ impl Db {
         let cluster = PgCluster::start_temp(PgOptions::default())
             .await
             .expect("start postgres");
-        let name = Schema::Shard.name().to_owned();
-        cluster.create_database(&name).await.expect("create db");
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&cluster.url(&name))
-            .await
-            .expect("connect");
+        let (name, pool) = database(&cluster, Schema::Shard).await;
         if mode == FenceMode::Native && !fence::native_available(&pool).await.expect("query") {
             eprintln!(
                 "SKIPPED: the shardline_fence extension is not installed (./dev setup builds it)"
@@ -73,6 +61,37 @@ impl Db {
     pub async fn client(&self) -> Client {
         self.cluster.connect(&self.name).await.expect("connect")
     }
+}
+
+/// Create `schema`'s database on `cluster` (not migrated) and a pool to it.
+async fn database(cluster: &PgCluster, schema: Schema) -> (String, PgPool) {
+    let name = schema.name().to_owned();
+    cluster.create_database(&name).await.expect("create db");
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&cluster.url(&name))
+        .await
+        .expect("connect");
+    (name, pool)
+}
+
+/// Wait until backend `pid` is blocked on a lock (observed via pg_stat_activity).
+pub async fn wait_until_blocked(observer: &Client, pid: i32) {
+    for _ in 0..500 {
+        let waiting: bool = observer
+            .query_one(
+                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("backend {pid} never blocked on a lock");
 }
 
 /// `both_fences!(test_fn, ...)`: for each `async fn test_fn(mode: FenceMode)`, a

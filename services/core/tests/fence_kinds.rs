@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
 
-use common::{Db, sqlstate};
+use common::{Db, sqlstate, wait_until_blocked};
 use shardline_core::fence::{self, FenceKind, FenceMode};
 use shardline_core::migrations;
 use tokio_postgres::Client;
@@ -214,23 +213,4 @@ async fn a_snapshot_older_than_a_freeze_cannot_write_at_any_isolation_level(mode
         );
         writer.batch_execute("ROLLBACK").await.unwrap();
     }
-}
-
-/// Wait until backend `pid` is blocked on a lock (observed via pg_stat_activity).
-async fn wait_until_blocked(observer: &Client, pid: i32) {
-    for _ in 0..500 {
-        let waiting: bool = observer
-            .query_one(
-                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("backend {pid} never blocked on a lock");
 }

@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
 
-use common::{Db, sqlstate};
+use common::{Db, sqlstate, wait_until_blocked};
 use shardline_core::fence::{self, FenceMode};
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -463,23 +462,4 @@ async fn shard_migrations_are_idempotent(mode: FenceMode) {
         after as usize,
         shardline_core::migrations::SHARD.iter().count()
     );
-}
-
-/// Wait until backend `pid` is blocked on a lock (observed via pg_stat_activity).
-async fn wait_until_blocked(observer: &Client, pid: i32) {
-    for _ in 0..500 {
-        let waiting: bool = observer
-            .query_one(
-                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("backend {pid} never blocked on a lock");
 }
