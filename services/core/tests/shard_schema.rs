@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use common::{Db, sqlstate, wait_until_blocked};
 use shardline_core::fence::{self, FenceMode};
 use tokio_postgres::Client;

@@ -145,11 +145,7 @@ impl Transaction {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader { buf };
-        let v = r.u8()?;
-        if v != VERSION {
-            return Err(WireError::Version(v));
-        }
+        let mut r = Reader::versioned(buf)?;
         let shard = r.string()?;
         let commit_lsn = r.u64()?;
         let end_lsn = r.u64()?;
@@ -179,9 +175,7 @@ impl Transaction {
             }
             changes.push(RowChange { table, op, columns });
         }
-        if !r.buf.is_empty() {
-            return Err(WireError::Trailing(r.buf.len()));
-        }
+        r.end()?;
         Ok(Transaction {
             shard,
             commit_lsn,
@@ -214,20 +208,14 @@ impl Heartbeat {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
-        let mut r = Reader { buf };
-        let v = r.u8()?;
-        if v != VERSION {
-            return Err(WireError::Version(v));
-        }
+        let mut r = Reader::versioned(buf)?;
         let hb = Heartbeat {
             shard: r.string()?,
             prev_commit_lsn: r.u64()?,
             position: r.u64()?,
             sent_at_micros: r.u64()? as i64,
         };
-        if !r.buf.is_empty() {
-            return Err(WireError::Trailing(r.buf.len()));
-        }
+        r.end()?;
         Ok(hb)
     }
 }
@@ -254,6 +242,23 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader past the format version byte (refusing other versions).
+    fn versioned(buf: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader { buf };
+        match r.u8()? {
+            VERSION => Ok(r),
+            v => Err(WireError::Version(v)),
+        }
+    }
+
+    /// Nothing may follow the message.
+    fn end(&self) -> Result<(), WireError> {
+        match self.buf.len() {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.buf.len() < n {
             return Err(WireError::Truncated);
