@@ -24,6 +24,7 @@
 mod config;
 mod decision;
 mod drain_merge;
+mod history;
 mod input;
 mod model;
 mod plan;

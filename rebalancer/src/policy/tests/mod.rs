@@ -9,6 +9,7 @@ use super::*;
 
 mod properties;
 mod scenarios;
+mod stability;
 
 pub(super) fn sid(s: &str) -> ShardId {
     s.parse().unwrap()
