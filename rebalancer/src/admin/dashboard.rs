@@ -179,17 +179,6 @@ fn parse_refresh(query: Option<&str>) -> Result<Option<u32>, AppError> {
 
 /// `policy_state`'s one row.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PolicyRow {
-    pub mode: String,
-    pub changed_by: Option<String>,
-    pub changed_at: DateTime<Utc>,
-    pub leader: Option<String>,
-    pub last_round_at: Option<DateTime<Utc>>,
-    pub last_round_ms: Option<i32>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ShardRow {
     pub id: String,
     pub state: String,
@@ -248,7 +237,7 @@ pub struct DecisionItem {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub now: DateTime<Utc>,
-    pub policy: Option<PolicyRow>,
+    pub policy: Option<crate::autopilot::state::PolicyState>,
     pub shards: Vec<ShardRow>,
     pub ranges: Vec<RangeItem>,
     pub range_count: i64,
@@ -274,12 +263,12 @@ async fn read_snapshot(catalog: &sqlx::PgPool) -> Result<Snapshot, sqlx::Error> 
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(&mut *tx)
         .await?;
-    let policy = sqlx::query_as::<_, PolicyRow>(
-        "SELECT mode, changed_by, changed_at, leader, last_round_at, last_round_ms, last_error
-           FROM policy_state LIMIT 1",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let policy = crate::autopilot::state::fetch(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            crate::autopilot::LoopError::Db(e) => e,
+            other => sqlx::Error::Protocol(other.to_string()),
+        })?;
     let shards =
         sqlx::query_as::<_, ShardRow>("SELECT id, state FROM shards ORDER BY id LIMIT 256")
             .fetch_all(&mut *tx)

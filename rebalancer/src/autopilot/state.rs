@@ -71,6 +71,19 @@ type Row = (
 /// # Errors
 /// The catalog is unreachable or the row is missing or malformed.
 pub async fn get(catalog: &PgPool) -> Result<PolicyState, LoopError> {
+    fetch(catalog)
+        .await?
+        .ok_or_else(|| LoopError::Catalog("policy_state has no row".into()))
+}
+
+/// Reads the state row, if any, with any executor (the dashboard reads it
+/// inside its own read-only snapshot transaction).
+///
+/// # Errors
+/// The catalog is unreachable or the row is malformed.
+pub async fn fetch<'e>(
+    catalog: impl sqlx::PgExecutor<'e>,
+) -> Result<Option<PolicyState>, LoopError> {
     let row: Option<Row> = sqlx::query_as(
         "SELECT mode, changed_by, changed_at, leader, last_round_at, last_round_ms, last_error,
                 config
@@ -78,9 +91,20 @@ pub async fn get(catalog: &PgPool) -> Result<PolicyState, LoopError> {
     )
     .fetch_optional(catalog)
     .await?;
-    let (mode, changed_by, changed_at, leader, last_round_at, last_round_ms, last_error, config) =
-        row.ok_or_else(|| LoopError::Catalog("policy_state has no row".into()))?;
-    Ok(PolicyState {
+    let Some((
+        mode,
+        changed_by,
+        changed_at,
+        leader,
+        last_round_at,
+        last_round_ms,
+        last_error,
+        config,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(PolicyState {
         mode: PolicyMode::parse(&mode)
             .ok_or_else(|| LoopError::Catalog(format!("policy_state.mode = {mode:?}")))?,
         changed_by,
@@ -90,7 +114,7 @@ pub async fn get(catalog: &PgPool) -> Result<PolicyState, LoopError> {
         last_round_ms,
         last_error,
         config,
-    })
+    }))
 }
 
 /// Sets the mode (pause, resume, dry-run); returns the new state.

@@ -176,7 +176,7 @@ fn header(s: &mut String, snap: &Snapshot) {
             let _ = write!(
                 s,
                 r#"<div class="kv">policy mode<b><span class="badge mode-{m}" id="policy-mode">{m}</span></b></div><div class="kv">leader<b>{leader}</b></div><div class="kv">last round<b>{round}</b></div>"#,
-                m = esc(&p.mode),
+                m = p.mode.as_str(),
                 leader = esc(p.leader.as_deref().unwrap_or("none")),
                 round = match p.last_round_at {
                     Some(t) => format!(

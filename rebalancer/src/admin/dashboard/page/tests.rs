@@ -1,7 +1,8 @@
 //! Rendering tests of the dashboard page (no database: hand-built snapshots).
 
-use super::super::{DecisionItem, LoadBucket, MoveItem, PolicyRow, RangeItem, ShardRow};
+use super::super::{DecisionItem, LoadBucket, MoveItem, RangeItem, ShardRow};
 use super::*;
+use crate::autopilot::state::{PolicyMode, PolicyState};
 use serde_json::json;
 
 fn snapshot() -> Snapshot {
@@ -23,14 +24,15 @@ fn snapshot() -> Snapshot {
     };
     Snapshot {
         now,
-        policy: Some(PolicyRow {
-            mode: "dry_run".into(),
+        policy: Some(PolicyState {
+            mode: PolicyMode::DryRun,
             changed_by: Some("ops <alice>".into()),
             changed_at: now - chrono::Duration::seconds(600),
             leader: Some("rb-1".into()),
             last_round_at: Some(now - chrono::Duration::seconds(30)),
             last_round_ms: Some(12),
             last_error: Some("catalog <timeout>".into()),
+            config: json!({}),
         }),
         shards: vec![
             ShardRow {
