@@ -142,6 +142,17 @@ async fn range_moved_during_writes_ends_correct_on_the_edge_despite_late_source_
         .unwrap_or(0.0)
     };
     let rejected_before = rejected(&common::scrape(&f.edge().app).await);
+    // Hold a shared fence lock of the range's first bucket on the source: the
+    // cutover's freeze (exclusive bucket locks) waits for it, so the move is
+    // certainly abortable (copied, not switched) when the abort is asked for;
+    // without it a small range can reach `switched` between two polls.
+    let mut holder = f.shards[src_i].2.begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, ($2::bigint >> 22)::int)")
+        .bind(shardline_core::fence::FENCE_LOCK_CLASS)
+        .bind(start)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
     let id = engine
         .plan_move(Subject::Range(range_id), &target, "edge test: abort")
         .await
@@ -150,17 +161,18 @@ async fn range_moved_during_writes_ends_correct_on_the_edge_despite_late_source_
         let engine = engine.clone();
         tokio::spawn(async move { engine.run_move(id).await })
     };
-    // Abort once the copy is complete.
-    common::wait_until(Duration::from_secs(30), || async {
+    // Abort once the copy is complete and verified (the freeze is waiting).
+    common::wait_until(Duration::from_secs(60), || async {
         let st: String = sqlx::query_scalar("SELECT state FROM moves WHERE id = $1")
             .bind(id)
             .fetch_one(&catalog)
             .await
             .unwrap();
-        st != "planned" && st != "copying"
+        st == "cutover"
     })
     .await;
     assert!(engine.abort(id).await.unwrap(), "abort refused");
+    holder.rollback().await.unwrap();
     assert_eq!(run.await.unwrap().unwrap(), MoveState::Aborted);
     f.assert_converges(Duration::from_secs(30)).await;
     let rejected_after = rejected(&common::scrape(&f.edge().app).await);
