@@ -152,11 +152,13 @@ pub async fn money_pass(
     end: i64,
     report: &mut PassReport,
 ) -> Result<()> {
+    let t0 = std::time::Instant::now();
     let horizon = source_horizon(source).await?;
     let mut tx = target.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
+    hash_anti_join(&mut tx).await?;
     // The first query takes the snapshot.
     let dst_bal = by_merchant(
         &mut *tx,
@@ -172,12 +174,17 @@ pub async fn money_pass(
     )
     .await?;
     tx.commit().await?;
+    let t_dst = t0.elapsed();
+    let mut tx = source.begin().await?;
+    hash_anti_join(&mut tx).await?;
+    // One statement: one snapshot for the rows and the log.
     let src_pre = by_merchant(
-        source,
+        &mut *tx,
         pre_h_source_sql(),
         Binds::RangeLog(start, end, move_id, horizon),
     )
     .await?;
+    tx.commit().await?;
     let src_bal = by_merchant(
         source,
         balances_sql("balances b WHERE b.shard_key >= $1 AND b.shard_key < $2"),
@@ -193,11 +200,31 @@ pub async fn money_pass(
         .iter()
         .filter(|m| !suspects.contains(m) && !balance_suspects.contains(m))
         .count();
+    tracing::info!(
+        %move_id,
+        post_h_keys = keys.len(),
+        suspects = suspects.len(),
+        balance_suspects = balance_suspects.len(),
+        merchants = all.len(),
+        target_ms = t_dst.as_millis() as u64,
+        total_ms = t0.elapsed().as_millis() as u64,
+        "money pass"
+    );
     report.money_horizon = horizon;
     report.money_suspect_count = suspects.len();
     report.balance_suspect_count = balance_suspects.len();
     report.money_suspects = suspects;
     report.balance_suspects = balance_suspects;
+    Ok(())
+}
+
+/// The anti-joins above scan the range once and must hash the post-H keys: the
+/// log's statistics lag (it fills up during the move), and a nested loop over
+/// it is O(rows x changes).
+async fn hash_anti_join(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<()> {
+    sqlx::query("SET LOCAL enable_nestloop = off")
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -275,6 +302,7 @@ pub async fn frozen_scope(
 
 /// Read the money parts of `scope` on one side.
 pub async fn parts(pool: &PgPool, scope: &MoneyScope) -> Result<MoneyParts> {
+    let t0 = std::time::Instant::now();
     let full = async {
         if scope.suspects.is_empty() {
             return Ok(ByMerchant::new());
@@ -325,6 +353,13 @@ pub async fn parts(pool: &PgPool, scope: &MoneyScope) -> Result<MoneyParts> {
         .await
     };
     let (full, post_h, balances) = tokio::try_join!(full, post_h, balances)?;
+    tracing::info!(
+        suspects = scope.suspects.len(),
+        keys = scope.keys.len(),
+        balances = scope.balances.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        "frozen money parts"
+    );
     Ok(MoneyParts {
         full,
         post_h,
