@@ -30,11 +30,12 @@ pub use service::{plan_move, request_abort, run};
 /// `move-during-catch-up` when catch-up starts. The `return` action stops the move
 /// right there with [`Error::Crashed`]`(step)`, as if the process died; `pause`,
 /// `sleep(ms)` and callbacks run on a blocking thread, so they hold only the move.
-pub const FAIL_POINTS: [(&str, &str); 9] = [
+pub const FAIL_POINTS: [(&str, &str); 10] = [
     ("move-during-copy", "copying"),
     ("move-after-copying", "copying"),
     ("move-during-catch-up", "catching_up"),
     ("move-after-catching-up", "catching_up"),
+    ("move-before-money-pass", "verifying"),
     ("move-after-verifying", "verifying"),
     ("move-after-cutover-frozen", "cutover_frozen"),
     ("move-after-switched", "switched"),

@@ -173,7 +173,16 @@ impl Engine {
                 break;
             }
         }
-        verify::money_pass(&src.pool, &dst.pool, m.start_key, m.end_key, &mut report).await?;
+        fail_point("move-before-money-pass").await?;
+        verify::money_pass(
+            &src.pool,
+            &dst.pool,
+            m.id,
+            m.start_key,
+            m.end_key,
+            &mut report,
+        )
+        .await?;
         Ok(report)
     }
 
@@ -250,11 +259,11 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
-        let source_side = verify::frozen_source(&src.pool, m.id, m.start_key, m.end_key, report);
+        let source_side = verify::frozen_source(&src.pool, m.id, report);
         let (marker_wait, frozen) = tokio::try_join!(wait, source_side)?;
         // (4) counts, ledger sums, balances and rows changed since the last pass
         let t_check = Instant::now();
-        let changed = verify::frozen_compare(&dst.pool, m.start_key, m.end_key, &frozen).await?;
+        let changed = verify::frozen_compare(&dst.pool, &frozen).await?;
         let check = t_marker.elapsed();
         let target_check = t_check.elapsed();
         self.check_abort(m.id).await?;

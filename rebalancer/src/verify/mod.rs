@@ -18,6 +18,10 @@ use uuid::Uuid;
 use crate::model::{Error, Result};
 use crate::repl::TABLES;
 
+mod money;
+
+pub use money::{Merchant, money_pass};
+
 /// (version, md5 of the row text) by primary key text.
 type Digest = HashMap<String, (i64, String)>;
 
@@ -36,14 +40,20 @@ pub struct PassReport {
     /// Source transaction id horizon taken before the pass started: rows written by
     /// transactions at or above it are re-checked at cutover.
     pub xmin_horizon: i64,
-    /// Horizon taken before the per-merchant money pass ([`money_pass`]); 0 when it
-    /// has not run (the frozen check then compares every merchant's sums).
+    /// Horizon H taken before the per-merchant money pass ([`money_pass`]); 0 when
+    /// it has not run (the cutover then refuses to flip).
     pub money_horizon: i64,
-    /// Merchants whose ledger sums or balances differed in the money pass (still
-    /// being written): compared again with the source frozen.
+    /// Merchants whose ledger sums outside the post-H keys differed in the money
+    /// pass: their full sums and balances are compared with the source frozen.
     #[serde(skip)]
-    pub money_suspects: Vec<String>,
-    /// Merchants whose sums the money pass found equal.
+    pub money_suspects: Vec<Merchant>,
+    /// Merchants whose balances differed in the money pass: their balances are
+    /// compared with the source frozen.
+    #[serde(skip)]
+    pub balance_suspects: Vec<Merchant>,
+    pub money_suspect_count: usize,
+    pub balance_suspect_count: usize,
+    /// Merchants whose pre-H ledger sums and balances the money pass found equal.
     pub money_equal: usize,
 }
 
@@ -329,99 +339,23 @@ async fn logged_since(
     Ok((keys, digest))
 }
 
-/// Per-merchant money while writes continue: each merchant's ledger sums (per
-/// currency and account) and balances (amount and version) on both sides, target
-/// first. Merchants that differ are still being written and are re-compared with
-/// the source frozen, as is every merchant the source writes after the horizon
-/// taken here; the rest are final and equal, so the frozen check (inside the write
-/// pause) compares only the merchants touched since, not the whole range.
-pub async fn money_pass(
-    source: &PgPool,
-    target: &PgPool,
-    start: i64,
-    end: i64,
-    report: &mut PassReport,
-) -> Result<()> {
-    let horizon = source_horizon(source).await?;
-    let dst = money(target, start, end, None).await?;
-    let src = money(source, start, end, None).await?;
-    let mut suspects: Vec<String> = src
-        .iter()
-        .filter(|(m, v)| dst.get(*m) != Some(*v))
-        .map(|(m, _)| m.clone())
-        .collect();
-    suspects.extend(dst.keys().filter(|m| !src.contains_key(*m)).cloned());
-    report.money_equal = src.len() - suspects.len().min(src.len());
-    report.money_horizon = horizon;
-    report.money_suspects = suspects;
-    Ok(())
-}
-
-/// Per merchant: ledger sums per currency and account, and balances with their
-/// versions, as one canonical string. `merchants`: only these (index probes).
-async fn money(
-    pool: &PgPool,
-    start: i64,
-    end: i64,
-    merchants: Option<&[String]>,
-) -> Result<BTreeMap<String, String>> {
-    let filter = if merchants.is_some() {
-        "AND merchant_id = ANY($3::uuid[])"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT merchant_id::text, string_agg(x, ';' ORDER BY x) FROM (
-            SELECT merchant_id, 'L' || currency || account || '=' || sum(amount)::text AS x
-              FROM ledger_entries WHERE shard_key >= $1 AND shard_key < $2 {filter}
-             GROUP BY merchant_id, currency, account
-            UNION ALL
-            SELECT merchant_id, 'B' || currency || account || '=' || amount::text || '@' || version
-              FROM balances WHERE shard_key >= $1 AND shard_key < $2 {filter}) s
-          GROUP BY merchant_id"
-    );
-    let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
-        .bind(start)
-        .bind(end)
-        .bind(merchants.unwrap_or_default())
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Merchants with ledger or balance rows the source wrote at or after `horizon`
-/// (from the move's change log).
-async fn touched_since(source: &PgPool, move_id: Uuid, horizon: i64) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT merchant_id::text FROM move_changes
-          WHERE move_id = $1 AND tbl IN ('ledger_entries', 'balances') AND xid >= $2
-            AND merchant_id IS NOT NULL",
-    )
-    .bind(move_id)
-    .bind(horizon)
-    .fetch_all(source)
-    .await?)
-}
-
 /// The source side of the cutover check, read once the source is frozen and the
 /// marker written (so it is final) while the target is still applying.
 #[derive(Debug)]
 pub struct FrozenSource {
-    /// Merchants whose money is compared inside the pause (`None`: all of them).
-    merchants: Option<Vec<String>>,
-    money: BTreeMap<String, String>,
+    /// Which merchants and ledger keys the money check covers.
+    scope: money::MoneyScope,
+    money: money::MoneyParts,
     /// (table, pk, source digests, keys to compare)
     tables: Vec<(&'static str, &'static str, Digest, Vec<String>)>,
 }
 
-/// Read the source side: the money of the merchants touched since the
-/// money pass (or of all when it did not run), and every row written since the
-/// last pass began plus the deferred ones.
+/// Read the source side: the money of the merchants touched since the money
+/// pass (ledger sums over the post-H keys, balances; full sums of the suspects),
+/// and every row written since the last pass began plus the deferred ones.
 pub async fn frozen_source(
     source: &PgPool,
     move_id: Uuid,
-    start: i64,
-    end: i64,
     report: &PassReport,
 ) -> Result<FrozenSource> {
     let tables = futures_util::future::try_join_all(TABLES.iter().map(|&(table, pk)| async move {
@@ -441,38 +375,24 @@ pub async fn frozen_source(
         }
         Ok::<_, Error>((table, pk, src, keys))
     }));
-    let merchants = async {
-        if report.money_horizon == 0 {
-            return Ok::<_, Error>(None);
-        }
-        let mut m = touched_since(source, move_id, report.money_horizon).await?;
-        m.extend(report.money_suspects.iter().cloned());
-        m.sort();
-        m.dedup();
-        Ok(Some(m))
+    let money = async {
+        let scope = money::frozen_scope(source, move_id, report).await?;
+        let parts = money::parts(source, &scope).await?;
+        Ok::<_, Error>((scope, parts))
     };
-    let (merchants, tables) = tokio::try_join!(merchants, tables)?;
-    let money = match &merchants {
-        Some(m) if m.is_empty() => BTreeMap::new(),
-        m => money(source, start, end, m.as_deref()).await?,
-    };
+    let ((scope, money), tables) = tokio::try_join!(money, tables)?;
     Ok(FrozenSource {
-        merchants,
+        scope,
         money,
         tables,
     })
 }
 
 /// Compare the target (caught up: the marker arrived) with the frozen source:
-/// ledger sums and balances of the merchants touched since the
-/// money pass, and the rows written since the last pass, by key. Returns how many
-/// rows it compared.
-pub async fn frozen_compare(
-    target: &PgPool,
-    start: i64,
-    end: i64,
-    src: &FrozenSource,
-) -> Result<usize> {
+/// the money of the merchants touched since the money pass (by key and by
+/// merchant) and the rows written since the last pass, by key. A money
+/// difference is reported first. Returns how many rows it compared.
+pub async fn frozen_compare(target: &PgPool, src: &FrozenSource) -> Result<usize> {
     let rows =
         futures_util::future::try_join_all(src.tables.iter().filter(|t| !t.3.is_empty()).map(
             |(table, pk, digest, keys)| async move {
@@ -485,22 +405,16 @@ pub async fn frozen_compare(
                 Ok(keys.len())
             },
         ));
-    let money_dst = async {
-        match &src.merchants {
-            Some(m) if m.is_empty() => Ok(BTreeMap::new()),
-            m => money(target, start, end, m.as_deref()).await,
+    let money = async {
+        let dst = money::parts(target, &src.scope).await?;
+        match money::first_difference(&src.money, &dst) {
+            Some(((_, m), what)) => Err(Error::Verification(format!(
+                "{what} of merchant {m} differ at cutover"
+            ))),
+            None => Ok(()),
         }
     };
-    let (money_dst, changed) = tokio::try_join!(money_dst, rows)?;
-    if let Some((m, _)) = src
-        .money
-        .iter()
-        .find(|(m, v)| money_dst.get(*m) != Some(*v))
-        .or_else(|| money_dst.iter().find(|(m, _)| !src.money.contains_key(*m)))
-    {
-        return Err(Error::Verification(format!(
-            "ledger sums or balances of merchant {m} differ at cutover"
-        )));
-    }
-    Ok(changed.into_iter().sum())
+    let (money, rows) = tokio::join!(money, rows);
+    money?;
+    Ok(rows?.into_iter().sum())
 }
