@@ -57,13 +57,14 @@ async fn a_fresh_engine_finishes_or_rolls_back_after_a_crash_at_each_step() {
     let total = range_rows(c.shard(&c.owner(&m).await.0), start, end).await;
 
     // (first crash, second crash, expected end); every fail point is hit
-    let cases: [(&'static str, Option<&'static str>, MoveState); 11] = [
+    let cases: [(&'static str, Option<&'static str>, MoveState); 12] = [
         ("move-during-copy", None, MoveState::Done),
         ("move-after-copying", None, MoveState::Done),
         ("move-during-catch-up", None, MoveState::Done),
         ("move-after-catching-up", None, MoveState::Done),
         ("move-before-money-pass", None, MoveState::Done),
         ("move-after-verifying", None, MoveState::Done),
+        ("move-before-cutover-freeze", None, MoveState::Aborted),
         ("move-after-cutover-frozen", None, MoveState::Aborted),
         (
             "move-after-cutover-frozen",

@@ -6,7 +6,10 @@
 //!   (so no row check looks at it again), makes its merchant a suspect in the money
 //!   pass, and the full per-merchant comparison inside the pause catches it.
 //!
-//! Either way the move aborts at the cutover, never flips, and leaves the source
+//! The row part of that check catches a row written after the last delta pass
+//! and corrupted on the target right before the freeze.
+//!
+//! Every way the move aborts at the cutover, never flips, and leaves the source
 //! intact and active. The corruption is made the way only a bug could
 //! (`session_replication_role = replica`: no fence, no immutability trigger).
 
@@ -211,8 +214,10 @@ async fn verify_stats(s: &Setup, id: Uuid) -> serde_json::Value {
 async fn post_h_ledger_row_corrupted_on_the_target_aborts_at_cutover() {
     let _scenario = FailScenario::setup();
     let s = setup().await;
-    // Held after verification (money pass done): the merchant pays again (ledger
-    // rows at or above H), the target applies them, then one is corrupted there.
+    // Held right before the freeze (money pass and last delta pass done): the
+    // merchant pays again (ledger rows at or above H), the target applies them,
+    // then one is corrupted there. Only the check inside the pause can see it,
+    // and its money part reports first.
     let act = async |s: &Setup, _: &Engine, id: Uuid| {
         let stats = verify_stats(s, id).await;
         assert_eq!(stats["money_suspect_count"], 0, "{stats}");
@@ -228,7 +233,7 @@ async fn post_h_ledger_row_corrupted_on_the_target_aborts_at_cutover() {
     };
     move_aborts_at_cutover(
         &s,
-        "move-after-verifying",
+        "move-before-cutover-freeze",
         act,
         &format!(
             "ledger sums since the money pass of merchant {}",
@@ -236,6 +241,40 @@ async fn post_h_ledger_row_corrupted_on_the_target_aborts_at_cutover() {
         ),
     )
     .await;
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_written_after_the_last_pass_corrupted_on_the_target_aborts_at_cutover() {
+    let _scenario = FailScenario::setup();
+    let s = setup().await;
+    // Held right before the freeze: a new payment, replicated, then its row is
+    // changed on the target at the same version (money untouched).
+    let act = async |s: &Setup, _: &Engine, _: Uuid| {
+        let a =
+            s.r.authorize(&s.merchant, "3.10", "USD", "after-last-pass")
+                .await;
+        assert!(a.status.is_success(), "{a:?}");
+        let payment = a.body["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut conn = replica_conn(&shard_url(s, &s.target)).await;
+        loop {
+            let n = sqlx::query(
+                "UPDATE payments SET reference = 'tampered' WHERE payment_id = $1::uuid",
+            )
+            .bind(&payment)
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected();
+            if n == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "payment never replicated");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    move_aborts_at_cutover(&s, "move-before-cutover-freeze", act, "payments row").await;
     s.stop.cancel();
 }
 

@@ -17,6 +17,7 @@ use crate::model::{Error, MOVE_COLUMNS, MoveRow, MoveState, Result, move_id_of, 
 use crate::repl::{self, TABLES, timeout};
 use crate::verify::{self, PassReport};
 
+mod cutover;
 mod finish;
 mod service;
 mod steps;
@@ -27,16 +28,18 @@ pub use service::{plan_move, request_abort, run};
 /// evaluates, as (fail point, step). `move-after-<step>` points are evaluated after
 /// the step's action, before the next state is persisted; `move-during-copy`
 /// after the subscription exists, before waiting for the initial copy;
-/// `move-during-catch-up` when catch-up starts. The `return` action stops the move
+/// `move-during-catch-up` when catch-up starts; `move-before-cutover-freeze` in
+/// `cutover` after the last delta pass, right before the freeze. The `return` action stops the move
 /// right there with [`Error::Crashed`]`(step)`, as if the process died; `pause`,
 /// `sleep(ms)` and callbacks run on a blocking thread, so they hold only the move.
-pub const FAIL_POINTS: [(&str, &str); 10] = [
+pub const FAIL_POINTS: [(&str, &str); 11] = [
     ("move-during-copy", "copying"),
     ("move-after-copying", "copying"),
     ("move-during-catch-up", "catching_up"),
     ("move-after-catching-up", "catching_up"),
     ("move-before-money-pass", "verifying"),
     ("move-after-verifying", "verifying"),
+    ("move-before-cutover-freeze", "cutover"),
     ("move-after-cutover-frozen", "cutover_frozen"),
     ("move-after-switched", "switched"),
     ("move-after-cleaning", "cleaning"),
@@ -406,14 +409,14 @@ impl Engine {
                     self.catch_up(m).await?;
                 }
                 let t = Instant::now();
-                let report = self.verify(m).await?;
+                let mut report = self.verify(m).await?;
                 self.set_phase(m.id, "verify_ms", t.elapsed()).await?;
                 self.set_stats(m.id, json!({"verify": report})).await?;
                 fail_point("move-after-verifying").await?;
                 self.check_abort(m.id).await?;
                 self.transition(m, MoveState::Cutover, json!({"verify": report}))
                     .await?;
-                self.cutover(m, &report).await
+                self.cutover(m, &mut report).await
             }
             // Only reached when a previous engine stopped mid-cutover: the source
             // is (or may be) frozen and the catalog did not flip. Roll back.

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::model::{Error, Result};
 use crate::repl::TABLES;
 
+pub mod frozen;
 mod money;
 
 pub use money::{Merchant, money_pass};
@@ -337,84 +338,4 @@ async fn logged_since(
     .await?;
     let digest = digest_keys(source, table, pk, &keys).await?;
     Ok((keys, digest))
-}
-
-/// The source side of the cutover check, read once the source is frozen and the
-/// marker written (so it is final) while the target is still applying.
-#[derive(Debug)]
-pub struct FrozenSource {
-    /// Which merchants and ledger keys the money check covers.
-    scope: money::MoneyScope,
-    money: money::MoneyParts,
-    /// (table, pk, source digests, keys to compare)
-    tables: Vec<(&'static str, &'static str, Digest, Vec<String>)>,
-}
-
-/// Read the source side: the money of the merchants touched since the money
-/// pass (ledger sums over the post-H keys, balances; full sums of the suspects),
-/// and every row written since the last pass began plus the deferred ones.
-pub async fn frozen_source(
-    source: &PgPool,
-    move_id: Uuid,
-    report: &PassReport,
-) -> Result<FrozenSource> {
-    let tables = futures_util::future::try_join_all(TABLES.iter().map(|&(table, pk)| async move {
-        let (mut keys, mut src) =
-            logged_since(source, move_id, table, pk, report.xmin_horizon).await?;
-        let extra: Vec<String> = report
-            .deferred
-            .get(table)
-            .into_iter()
-            .flatten()
-            .filter(|k| !keys.contains(*k))
-            .cloned()
-            .collect();
-        if !extra.is_empty() {
-            src.extend(digest_keys(source, table, pk, &extra).await?);
-            keys.extend(extra);
-        }
-        Ok::<_, Error>((table, pk, src, keys))
-    }));
-    let money = async {
-        let scope = money::frozen_scope(source, move_id, report).await?;
-        let parts = money::parts(source, &scope).await?;
-        Ok::<_, Error>((scope, parts))
-    };
-    let ((scope, money), tables) = tokio::try_join!(money, tables)?;
-    Ok(FrozenSource {
-        scope,
-        money,
-        tables,
-    })
-}
-
-/// Compare the target (caught up: the marker arrived) with the frozen source:
-/// the money of the merchants touched since the money pass (by key and by
-/// merchant) and the rows written since the last pass, by key. A money
-/// difference is reported first. Returns how many rows it compared.
-pub async fn frozen_compare(target: &PgPool, src: &FrozenSource) -> Result<usize> {
-    let rows =
-        futures_util::future::try_join_all(src.tables.iter().filter(|t| !t.3.is_empty()).map(
-            |(table, pk, digest, keys)| async move {
-                let dst = digest_keys(target, table, pk, keys).await?;
-                if let Some((k, _)) = compare(digest, &dst).into_iter().next() {
-                    return Err(Error::Verification(format!(
-                        "{table} row {k} differs at cutover"
-                    )));
-                }
-                Ok(keys.len())
-            },
-        ));
-    let money = async {
-        let dst = money::parts(target, &src.scope).await?;
-        match money::first_difference(&src.money, &dst) {
-            Some(((_, m), what)) => Err(Error::Verification(format!(
-                "{what} of merchant {m} differ at cutover"
-            ))),
-            None => Ok(()),
-        }
-    };
-    let (money, rows) = tokio::join!(money, rows);
-    money?;
-    Ok(rows?.into_iter().sum())
 }

@@ -26,8 +26,11 @@ type ByMerchant = BTreeMap<Merchant, String>;
 
 const LEDGER_PK: &str = "shard_key, journal_id, line";
 
+/// Merchants as two parallel arrays (shard keys, merchant ids), for `unnest`.
+pub(super) type MerchantArrays = (Vec<i64>, Vec<Uuid>);
+
 /// `(shard_key, merchant_id)` pairs as two parallel arrays ($1, $2).
-fn split(merchants: &[Merchant]) -> Result<(Vec<i64>, Vec<Uuid>)> {
+fn split(merchants: &[Merchant]) -> Result<MerchantArrays> {
     let mut keys = Vec::with_capacity(merchants.len());
     let mut ids = Vec::with_capacity(merchants.len());
     for (k, m) in merchants {
@@ -48,8 +51,6 @@ where
         Binds::Range(s, e) => q.bind(s).bind(e),
         Binds::RangeKeys(s, e, k) => q.bind(s).bind(e).bind(k),
         Binds::RangeLog(s, e, id, h) => q.bind(s).bind(e).bind(id).bind(h),
-        Binds::Merchants(k, m) => q.bind(k).bind(m),
-        Binds::Keys(k) => q.bind(k),
     };
     Ok(q.fetch_all(exec)
         .await?
@@ -62,8 +63,6 @@ enum Binds<'a> {
     Range(i64, i64),
     RangeKeys(i64, i64, &'a [String]),
     RangeLog(i64, i64, Uuid, i64),
-    Merchants(Vec<i64>, Vec<Uuid>),
-    Keys(&'a [String]),
 }
 
 /// Ledger sums per merchant, currency and account as one string per merchant,
@@ -92,8 +91,6 @@ fn balances_sql(filter: &str) -> String {
     )
 }
 
-const BY_MERCHANTS: &str = "unnest($1::bigint[], $2::uuid[]) AS m(k, id)";
-
 /// Ledger sums of the rows outside the keys `$3` (target side of the pass).
 fn pre_h_target_sql() -> String {
     let k = key_expr(LEDGER_PK, "l");
@@ -114,16 +111,6 @@ fn pre_h_source_sql() -> String {
                              WHERE c.move_id = $3 AND c.tbl = 'ledger_entries'
                                AND c.xid >= $4 AND c.k = {k})"
     ))
-}
-
-/// Ledger sums of the rows with the keys `$1` (index probes).
-fn by_keys_sql() -> String {
-    ledger_sql(
-        "unnest($1::text[]) AS u(k)
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::ledger_entries, u.k::jsonb) AS r
-         JOIN ledger_entries l
-           ON l.shard_key = r.shard_key AND l.journal_id = r.journal_id AND l.line = r.line",
-    )
 }
 
 fn differing(a: &ByMerchant, b: &ByMerchant) -> Vec<Merchant> {
@@ -240,20 +227,6 @@ async fn post_h_keys(source: &PgPool, move_id: Uuid, horizon: i64) -> Result<Vec
     .await?)
 }
 
-/// Merchants with ledger or balance rows the source wrote at or above `horizon`.
-async fn touched_since(source: &PgPool, move_id: Uuid, horizon: i64) -> Result<Vec<Merchant>> {
-    Ok(sqlx::query_as(
-        "SELECT DISTINCT (k::jsonb ->> 'shard_key')::bigint, merchant_id::text
-           FROM move_changes
-          WHERE move_id = $1 AND tbl IN ('ledger_entries', 'balances') AND xid >= $2
-            AND merchant_id IS NOT NULL",
-    )
-    .bind(move_id)
-    .bind(horizon)
-    .fetch_all(source)
-    .await?)
-}
-
 /// What the frozen check compares (each read the same way on both sides).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct MoneyParts {
@@ -265,106 +238,100 @@ pub struct MoneyParts {
     balances: ByMerchant,
 }
 
-/// The merchants and keys the frozen check covers (from the frozen source).
-#[derive(Debug, Default)]
-pub struct MoneyScope {
-    suspects: Vec<Merchant>,
-    keys: Vec<String>,
-    balances: Vec<Merchant>,
+/// Parts of the frozen read ([`frozen_sql`]): the first column of its rows.
+const PART_POST_H: &str = "money:post_h";
+const PART_BALANCES: &str = "money:balances";
+const PART_FULL_LEDGER: &str = "money:full_ledger";
+const PART_FULL_BALANCES: &str = "money:full_balances";
+
+/// The money branches of the frozen read, as `(part, merchant_id, shard_key,
+/// value)` rows: ledger sums over the post-H keys `$3`, balances of the merchants
+/// `($4, $5)`, full ledger sums and balances of the suspects `($6, $7)`. Index
+/// probes only; empty arrays read nothing.
+pub(super) fn frozen_sql() -> String {
+    let by = |k: u8, m: u8| format!("unnest(${k}::bigint[], ${m}::uuid[]) AS m(k, id)");
+    let branch = |part: &str, sql: String| {
+        format!(
+            "SELECT '{part}'::text, x.merchant_id, x.shard_key, x.s FROM ({sql}) AS x(shard_key, merchant_id, s)"
+        )
+    };
+    [
+        branch(
+            PART_POST_H,
+            ledger_sql(
+                "unnest($3::text[]) AS u(k)
+                 CROSS JOIN LATERAL jsonb_populate_record(NULL::ledger_entries, u.k::jsonb) AS r
+                 JOIN ledger_entries l
+                   ON l.shard_key = r.shard_key AND l.journal_id = r.journal_id AND l.line = r.line",
+            ),
+        ),
+        branch(
+            PART_BALANCES,
+            balances_sql(&format!(
+                "{} JOIN balances b ON b.shard_key = m.k AND b.merchant_id = m.id",
+                by(4, 5)
+            )),
+        ),
+        branch(
+            PART_FULL_LEDGER,
+            ledger_sql(&format!(
+                "{} JOIN ledger_entries l ON l.shard_key = m.k AND l.merchant_id = m.id",
+                by(6, 7)
+            )),
+        ),
+        branch(
+            PART_FULL_BALANCES,
+            balances_sql(&format!(
+                "{} JOIN balances b ON b.shard_key = m.k AND b.merchant_id = m.id",
+                by(6, 7)
+            )),
+        ),
+    ]
+    .join("\nUNION ALL\n")
 }
 
-/// With the source frozen (its log is final): the scope of the money check.
-pub async fn frozen_scope(
-    source: &PgPool,
-    move_id: Uuid,
+impl MoneyParts {
+    /// Take a money row of the frozen read; `false` when `part` is not money.
+    pub(super) fn take(&mut self, part: &str, merchant: String, shard_key: i64, v: String) -> bool {
+        let m = (shard_key, merchant);
+        match part {
+            PART_POST_H => self.post_h.insert(m, v),
+            PART_BALANCES => self.balances.insert(m, v),
+            // a suspect's ledger sums, then "|" and its balances (either may be empty)
+            PART_FULL_LEDGER => {
+                let e = self.full.entry(m).or_default();
+                e.insert_str(0, &v);
+                return true;
+            }
+            PART_FULL_BALANCES => {
+                let e = self.full.entry(m).or_default();
+                e.push('|');
+                e.push_str(&v);
+                return true;
+            }
+            _ => return false,
+        };
+        true
+    }
+}
+
+/// The money scope of the frozen check, as the binds `$4..$7` of [`frozen_sql`]:
+/// balances of `touched` (merchants with ledger or balance rows written since H)
+/// and of the balance suspects; full sums of the money suspects.
+pub(super) fn frozen_binds(
+    touched: Vec<Merchant>,
     report: &PassReport,
-) -> Result<MoneyScope> {
-    let h = report.money_horizon;
-    if h == 0 {
+) -> Result<(MerchantArrays, MerchantArrays)> {
+    if report.money_horizon == 0 {
         return Err(Error::Inconsistent(
             "the money pass did not run before the cutover".into(),
         ));
     }
-    let (keys, touched) = tokio::try_join!(
-        post_h_keys(source, move_id, h),
-        touched_since(source, move_id, h)
-    )?;
     let mut balances = touched;
     balances.extend(report.balance_suspects.iter().cloned());
     balances.sort();
     balances.dedup();
-    Ok(MoneyScope {
-        suspects: report.money_suspects.clone(),
-        keys,
-        balances,
-    })
-}
-
-/// Read the money parts of `scope` on one side.
-pub async fn parts(pool: &PgPool, scope: &MoneyScope) -> Result<MoneyParts> {
-    let t0 = std::time::Instant::now();
-    let full = async {
-        if scope.suspects.is_empty() {
-            return Ok(ByMerchant::new());
-        }
-        let (k, m) = split(&scope.suspects)?;
-        let mut ledger = by_merchant(
-            pool,
-            ledger_sql(&format!(
-                "{BY_MERCHANTS} JOIN ledger_entries l ON l.shard_key = m.k AND l.merchant_id = m.id"
-            )),
-            Binds::Merchants(k.clone(), m.clone()),
-        )
-        .await?;
-        let bal = by_merchant(
-            pool,
-            balances_sql(&format!(
-                "{BY_MERCHANTS} JOIN balances b ON b.shard_key = m.k AND b.merchant_id = m.id"
-            )),
-            Binds::Merchants(k, m),
-        )
-        .await?;
-        for (m, b) in bal {
-            let e = ledger.entry(m).or_default();
-            e.push('|');
-            e.push_str(&b);
-        }
-        Ok(ledger)
-    };
-    // One statement for all keys: a merchant's sums must not be split.
-    let post_h = async {
-        if scope.keys.is_empty() {
-            return Ok(ByMerchant::new());
-        }
-        by_merchant(pool, by_keys_sql(), Binds::Keys(&scope.keys)).await
-    };
-    let balances = async {
-        if scope.balances.is_empty() {
-            return Ok(ByMerchant::new());
-        }
-        let (k, m) = split(&scope.balances)?;
-        by_merchant(
-            pool,
-            balances_sql(&format!(
-                "{BY_MERCHANTS} JOIN balances b ON b.shard_key = m.k AND b.merchant_id = m.id"
-            )),
-            Binds::Merchants(k, m),
-        )
-        .await
-    };
-    let (full, post_h, balances) = tokio::try_join!(full, post_h, balances)?;
-    tracing::info!(
-        suspects = scope.suspects.len(),
-        keys = scope.keys.len(),
-        balances = scope.balances.len(),
-        ms = t0.elapsed().as_millis() as u64,
-        "frozen money parts"
-    );
-    Ok(MoneyParts {
-        full,
-        post_h,
-        balances,
-    })
+    Ok((split(&balances)?, split(&report.money_suspects)?))
 }
 
 /// The first merchant whose money differs, and in which part.

@@ -403,9 +403,14 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
     // median of each pause component the engine records
     let parts: serde_json::Map<String, serde_json::Value> = [
         "freeze_ms",
+        "pre_marker_ms",
         "marker_wait_ms",
+        "source_read_ms",
         "final_check_ms",
         "final_check_target_ms",
+        "abort_check_ms",
+        "range_flip_ms",
+        "activate_ms",
         "flip_ms",
     ]
     .iter()
@@ -436,7 +441,8 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
         "seed_payments": cfg.seed_payments,
         "pause_ms": {"p50": pct(&pauses, 50.0), "p99": pct(&pauses, 99.0),
                      "max": pct(&pauses, 100.0), "all": pauses,
-                     "parts_p50": parts},
+                     "parts_p50": parts,
+                     "per_move": outcomes.iter().map(|o| &o.phase_ms).collect::<Vec<_>>()},
         "client": {"all": lat_stats(&samples.iter().collect::<Vec<_>>()),
                    "outside_moves": lat_stats(&outside), "during_moves": lat_stats(&during),
                    "overlapping_cutover": lat_stats(&cutover)},
