@@ -134,12 +134,6 @@ impl Engine {
         verify::delta_pass(&src.pool, &dst.pool, m.id, report, passes, delay).await?;
         fail_point("move-before-cutover-freeze").await?;
         let result = self.pause(m, report, &mut conns, epoch, warm).await;
-        for c in [&mut conns.src, &mut conns.dst] {
-            let reset = sqlx::query("RESET plan_cache_mode").execute(&mut **c).await;
-            if reset.is_err() {
-                c.close_on_drop();
-            }
-        }
         if let Err(e) = &result
             && !matches!(e, Error::Crashed(_))
         {
@@ -173,9 +167,14 @@ impl Engine {
             dst.pool.acquire(),
             self.catalog.acquire()
         )?;
-        // Plan the pause's reads once, now (their shape does not depend on the
-        // sizes of the key arrays: index probes either way); reset when the pause ends.
+        // Plan the pause's reads once, here: generic plans, built by the warm-up
+        // run. Their row estimates for the key arrays are fixed (not the real
+        // sizes), so a branch scans a table instead of probing its index only
+        // when that table is about as cheap to scan as a hundred probes. The
+        // setting stays with these two connections: they are closed, not
+        // returned to the pool, when the cutover is over (or dropped).
         for c in [&mut c_src, &mut c_dst] {
+            c.close_on_drop();
             sqlx::query("SET plan_cache_mode = force_generic_plan")
                 .execute(&mut **c)
                 .await?;

@@ -93,6 +93,8 @@ struct MoveOutcome {
     copy_ms: f64,
     bytes: i64,
     phase_ms: serde_json::Value,
+    /// Each state the move passed through, from its event to the next one.
+    steps: Vec<(String, (Duration, Duration))>,
 }
 
 /// The open-loop client: connection `k` of `n` sends op `i` at
@@ -249,7 +251,87 @@ async fn one_move(
         copy_ms: phase["copy_ms"].as_f64().unwrap_or(f64::NAN),
         bytes: 0,
         phase_ms: phase,
+        steps: events
+            .windows(2)
+            .map(|w| {
+                (
+                    w[0].0.clone(),
+                    (offset(w[0].1, wall0), offset(w[1].1, wall0)),
+                )
+            })
+            .collect(),
     })
+}
+
+type MoveRequest = (
+    i64,
+    String,
+    tokio::sync::oneshot::Sender<anyhow::Result<MoveOutcome>>,
+);
+
+/// The engine on its own OS thread and runtime, as the rebalancer is its own
+/// process in a deployment: its pause is not measured through the scheduling of
+/// the router and the load generator that share this process.
+struct EngineThread {
+    tx: tokio::sync::mpsc::Sender<MoveRequest>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl EngineThread {
+    async fn start(catalog_url: String, wall0: SystemTime) -> anyhow::Result<Self> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<MoveRequest>(1);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        let thread = std::thread::Builder::new()
+            .name("bench-engine".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let started = async {
+                        let cat = PgPoolOptions::new()
+                            .max_connections(8)
+                            .connect(&catalog_url)
+                            .await?;
+                        let cfg = shardline_rebalancer::Config::new(catalog_url.clone());
+                        let engine = Engine::new(cat.clone(), cfg).await?;
+                        anyhow::Ok((cat, engine))
+                    };
+                    let (cat, engine) = match started.await {
+                        Ok(v) => {
+                            let _ = ready_tx.send(Ok(()));
+                            v
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                            return Err(e);
+                        }
+                    };
+                    while let Some((range_id, to, reply)) = rx.recv().await {
+                        let _ = reply.send(one_move(&engine, &cat, range_id, &to, wall0).await);
+                    }
+                    Ok(())
+                })
+            })?;
+        ready_rx.await.context("bench engine thread died")??;
+        Ok(EngineThread { tx, thread })
+    }
+
+    async fn run(&self, range_id: i64, to: &str) -> anyhow::Result<MoveOutcome> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((range_id, to.to_owned(), reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("bench engine thread stopped"))?;
+        rx.await.context("bench engine thread stopped")?
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("bench engine thread panicked"))?
+    }
 }
 
 fn overlaps(s: &Sample, w: (Duration, Duration)) -> bool {
@@ -323,14 +405,9 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
             cfg.gap.as_secs()
         );
     }
-    let engine = Engine::new(
-        cat.clone(),
-        shardline_rebalancer::Config::new(cluster.catalog_url.clone()),
-    )
-    .await?;
-
     let start = Instant::now();
     let wall0 = SystemTime::now();
+    let engine = EngineThread::start(cluster.catalog_url.clone(), wall0).await?;
     let stop = CancellationToken::new();
     let (key, hot_a, cold_a): (Arc<str>, _, _) = (
         cluster.key.clone().into(),
@@ -363,7 +440,7 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
             .await?;
         let bytes = range_bytes(&src, start_key, end_key).await?;
         src.close().await;
-        let mut o = one_move(&engine, &cat, range_id, &to, wall0).await?;
+        let mut o = engine.run(range_id, &to).await?;
         o.bytes = bytes;
         if !cfg.json {
             eprintln!(
@@ -382,6 +459,7 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
         tokio::time::sleep(cfg.gap).await;
     }
     stop.cancel();
+    engine.stop()?;
     let mut samples = Vec::new();
     for c in clients {
         samples.extend(c.await.context("bench client panicked")?);
@@ -431,6 +509,31 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
     let outside: Vec<&Sample> = samples.iter().filter(|s| !in_move(s)).collect();
     let during: Vec<&Sample> = samples.iter().filter(|s| in_move(s)).collect();
     let cutover: Vec<&Sample> = samples.iter().filter(|s| in_cutover(s)).collect();
+    // client latency by the step the moves were in (the window of `cutover`
+    // includes its preparation and last delta pass, before the pause)
+    let by_step: serde_json::Map<String, serde_json::Value> = [
+        "copying",
+        "catching_up",
+        "verifying",
+        "cutover",
+        "switched",
+        "cleaning",
+    ]
+    .iter()
+    .map(|st| {
+        let in_step: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| {
+                outcomes.iter().any(|o| {
+                    o.steps
+                        .iter()
+                        .any(|(name, w)| name == st && overlaps(s, *w))
+                })
+            })
+            .collect();
+        ((*st).to_owned(), lat_stats(&in_step))
+    })
+    .collect();
     let elapsed = start.elapsed().as_secs_f64();
     let report = json!({
         "benchmark": "move",
@@ -445,7 +548,7 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
                      "per_move": outcomes.iter().map(|o| &o.phase_ms).collect::<Vec<_>>()},
         "client": {"all": lat_stats(&samples.iter().collect::<Vec<_>>()),
                    "outside_moves": lat_stats(&outside), "during_moves": lat_stats(&during),
-                   "overlapping_cutover": lat_stats(&cutover)},
+                   "overlapping_cutover": lat_stats(&cutover), "by_step": by_step},
         "copy": {"move_mb_per_s_p50": pct(&copy_mbs, 50.0), "plain_copy_mb_per_s": plain_mbs,
                  "ratio": pct(&copy_mbs, 50.0) / plain_mbs,
                  "range_mb": bytes_now as f64 / 1e6, "plain_copy_s": copy_secs},
@@ -497,6 +600,16 @@ fn print_report(r: &serde_json::Value) {
         let c = &r["client"][k];
         println!(
             "{name:<22} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2}",
+            c["requests"],
+            c["errors"],
+            c["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            c["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            c["max_ms"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    for (name, c) in r["client"]["by_step"].as_object().into_iter().flatten() {
+        println!(
+            "  in step {name:<13} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2}",
             c["requests"],
             c["errors"],
             c["p50_ms"].as_f64().unwrap_or(f64::NAN),
