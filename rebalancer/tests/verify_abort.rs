@@ -1,6 +1,7 @@
 //! Verification gates the flip: a row corrupted on the target after the copy (same
 //! version, different amount) is caught, and the move ends `aborted` with the source
-//! intact and active and nothing left on the target. Also: an operator abort.
+//! intact and active and nothing left on the target. Also: an operator abort, after
+//! the copy and right before the freeze (honoured by the catalog flip itself).
 //! The test acts while the engine is held at a fail point (`failpoints` feature).
 
 mod common;
@@ -162,5 +163,83 @@ async fn operator_abort_rolls_back() {
     );
     assert_no_move_objects(&c).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_abort_right_before_the_freeze_is_honoured_by_the_flip() {
+    let _scenario = FailScenario::setup();
+    let c = Cluster::start(2).await;
+    let stop = CancellationToken::new();
+    let r = c.router(c.config(), &stop).await;
+    let (m, range_id, source, target) = setup(&c, &r, 20).await;
+    let (start, end, _, _) = common::range(&c, range_id).await;
+    let src_rows = range_rows(c.shard(&source), start, end).await;
+    // Held in `cutover` after the last delta pass: the abort is requested before
+    // the pause begins; the pause runs (freeze, marker, frozen check) and the
+    // flip statement, which locks the move, sees the request and refuses.
+    let mut gate = Gate::new("move-before-cutover-freeze");
+    let engine = Arc::new(
+        Engine::new(c.catalog_pool.clone(), common::engine_config(&c))
+            .await
+            .unwrap(),
+    );
+    let id = engine
+        .plan_move(Subject::Range(range_id), &target, "test")
+        .await
+        .unwrap();
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_move(id).await }
+    });
+    gate.reached().await;
+    assert!(engine.abort(id).await.unwrap());
+    gate.release();
+    assert_eq!(run.await.unwrap().unwrap(), MoveState::Aborted);
+    let markers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM range_events WHERE move_id = $1 AND kind = 'cutover_marker'",
+    )
+    .bind(id)
+    .fetch_one(c.shard(&source))
+    .await
+    .unwrap();
+    assert_eq!(
+        markers, 1,
+        "the pause began (freeze + marker) before the flip refused"
+    );
+    let (_, _, owner, state) = common::range(&c, range_id).await;
+    assert_eq!(
+        (owner.as_str(), state.as_str()),
+        (source.as_str(), "active")
+    );
+    assert_eq!(
+        common::owned_state(c.shard(&source), range_id)
+            .await
+            .as_deref(),
+        Some("active")
+    );
+    assert_eq!(common::owned_state(c.shard(&target), range_id).await, None);
+    assert_eq!(range_rows(c.shard(&source), start, end).await, src_rows + 1);
+    assert_eq!(range_rows(c.shard(&target), start, end).await, 0);
+    assert_no_move_objects(&c).await;
+    assert_ledger_consistent(&c).await;
+    let events: Vec<String> =
+        sqlx::query_scalar("SELECT to_state FROM move_events WHERE move_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&c.catalog_pool)
+            .await
+            .unwrap();
+    assert!(
+        events.ends_with(&[
+            "cutover".into(),
+            "cutover".into(),
+            "aborting".into(),
+            "aborted".into()
+        ]),
+        "{events:?}"
+    );
+    // Writes keep working on the source.
+    let a = r.authorize(&m, "1.00", "USD", "after-abort").await;
+    assert!(a.status.is_success(), "{a:?}");
     stop.cancel();
 }
