@@ -18,7 +18,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Gate, assert_ledger_consistent, assert_no_move_objects, range_rows};
+use common::{Cluster, Gate, range_rows};
 use fail::FailScenario;
 use shardline_rebalancer::{Engine, MoveState, Subject};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -158,12 +158,7 @@ async fn move_aborts_at_cutover(
     assert_eq!(st, MoveState::Aborted, "{:?}", mv.error);
     let err = mv.error.as_deref().unwrap_or("");
     assert!(err.contains(want), "{err}");
-    let events: Vec<String> =
-        sqlx::query_scalar("SELECT to_state FROM move_events WHERE move_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&s.c.catalog_pool)
-            .await
-            .unwrap();
+    let events = common::move_states(&s.c, id).await;
     assert_eq!(
         events,
         [
@@ -177,25 +172,8 @@ async fn move_aborts_at_cutover(
         ]
     );
     // Source intact and active, catalog unchanged, target clean.
-    let (_, _, owner, state) = common::range(&s.c, s.range_id).await;
-    assert_eq!(
-        (owner.as_str(), state.as_str()),
-        (s.source.as_str(), "active")
-    );
-    assert_eq!(
-        common::owned_state(s.c.shard(&s.source), s.range_id)
-            .await
-            .as_deref(),
-        Some("active")
-    );
-    assert_eq!(
-        common::owned_state(s.c.shard(&s.target), s.range_id).await,
-        None
-    );
+    common::assert_owned_only_by(&s.c, s.range_id, &s.source, &s.target).await;
     assert!(range_rows(s.c.shard(&s.source), start, end).await >= src_rows_before);
-    assert_eq!(range_rows(s.c.shard(&s.target), start, end).await, 0);
-    assert_no_move_objects(&s.c).await;
-    assert_ledger_consistent(&s.c).await;
     let a =
         s.r.authorize(&s.merchant, "1.00", "USD", "after-abort")
             .await;

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, Gate, assert_ledger_consistent, assert_no_move_objects, range_rows};
+use common::{Cluster, Gate, assert_no_move_objects, range_rows};
 use fail::FailScenario;
 use shardline_rebalancer::{Engine, MoveState, Subject};
 use sqlx::Connection;
@@ -82,31 +82,12 @@ async fn corrupted_target_row_aborts_the_move() {
     );
 
     // Source intact and active, catalog unchanged, target clean.
-    let (_, _, owner, state) = common::range(&c, range_id).await;
-    assert_eq!(
-        (owner.as_str(), state.as_str()),
-        (source.as_str(), "active")
-    );
-    assert_eq!(
-        common::owned_state(c.shard(&source), range_id)
-            .await
-            .as_deref(),
-        Some("active")
-    );
-    assert_eq!(common::owned_state(c.shard(&target), range_id).await, None);
+    common::assert_owned_only_by(&c, range_id, &source, &target).await;
     assert_eq!(range_rows(c.shard(&source), start, end).await, src_rows);
-    assert_eq!(range_rows(c.shard(&target), start, end).await, 0);
-    assert_no_move_objects(&c).await;
-    assert_ledger_consistent(&c).await;
     // Writes keep working on the source.
     let a = r.authorize(&m, "1.00", "USD", "after-abort").await;
     assert!(a.status.is_success(), "{a:?}");
-    let events: Vec<String> =
-        sqlx::query_scalar("SELECT to_state FROM move_events WHERE move_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&c.catalog_pool)
-            .await
-            .unwrap();
+    let events = common::move_states(&c, id).await;
     assert_eq!(
         events,
         [
@@ -121,24 +102,22 @@ async fn corrupted_target_row_aborts_the_move() {
     stop.cancel();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_abort_rolls_back() {
-    let _scenario = FailScenario::setup();
-    let c = Cluster::start(2).await;
-    let stop = CancellationToken::new();
-    let r = c.router(c.config(), &stop).await;
-    let (_m, range_id, source, target) = setup(&c, &r, 20).await;
-    let (start, end, _, _) = common::range(&c, range_id).await;
-    let src_rows = range_rows(c.shard(&source), start, end).await;
-    // The operator aborts once the copy is done, before catching up.
-    let mut gate = Gate::new("move-after-copying");
+/// Run a move of `range_id` to `target` held at fail point `gate`, request an
+/// abort there, release it, and expect the move to end `aborted`.
+async fn abort_held_at(
+    c: &Cluster,
+    gate: &'static str,
+    range_id: i64,
+    target: &str,
+) -> (Arc<Engine>, uuid::Uuid) {
+    let mut gate = Gate::new(gate);
     let engine = Arc::new(
-        Engine::new(c.catalog_pool.clone(), common::engine_config(&c))
+        Engine::new(c.catalog_pool.clone(), common::engine_config(c))
             .await
             .unwrap(),
     );
     let id = engine
-        .plan_move(Subject::Range(range_id), &target, "test")
+        .plan_move(Subject::Range(range_id), target, "test")
         .await
         .unwrap();
     let run = tokio::spawn({
@@ -149,6 +128,20 @@ async fn operator_abort_rolls_back() {
     assert!(engine.abort(id).await.unwrap());
     gate.release();
     assert_eq!(run.await.unwrap().unwrap(), MoveState::Aborted);
+    (engine, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_abort_rolls_back() {
+    let _scenario = FailScenario::setup();
+    let c = Cluster::start(2).await;
+    let stop = CancellationToken::new();
+    let r = c.router(c.config(), &stop).await;
+    let (_m, range_id, source, target) = setup(&c, &r, 20).await;
+    let (start, end, _, _) = common::range(&c, range_id).await;
+    let src_rows = range_rows(c.shard(&source), start, end).await;
+    // The operator aborts once the copy is done, before catching up.
+    let (engine, id) = abort_held_at(&c, "move-after-copying", range_id, &target).await;
     assert!(
         !engine.abort(id).await.unwrap(),
         "finished moves cannot be aborted"
@@ -178,24 +171,7 @@ async fn operator_abort_right_before_the_freeze_is_honoured_by_the_flip() {
     // Held in `cutover` after the last delta pass: the abort is requested before
     // the pause begins; the pause runs (freeze, marker, frozen check) and the
     // flip statement, which locks the move, sees the request and refuses.
-    let mut gate = Gate::new("move-before-cutover-freeze");
-    let engine = Arc::new(
-        Engine::new(c.catalog_pool.clone(), common::engine_config(&c))
-            .await
-            .unwrap(),
-    );
-    let id = engine
-        .plan_move(Subject::Range(range_id), &target, "test")
-        .await
-        .unwrap();
-    let run = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_move(id).await }
-    });
-    gate.reached().await;
-    assert!(engine.abort(id).await.unwrap());
-    gate.release();
-    assert_eq!(run.await.unwrap().unwrap(), MoveState::Aborted);
+    let (_, id) = abort_held_at(&c, "move-before-cutover-freeze", range_id, &target).await;
     let markers: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM range_events WHERE move_id = $1 AND kind = 'cutover_marker'",
     )
@@ -207,28 +183,9 @@ async fn operator_abort_right_before_the_freeze_is_honoured_by_the_flip() {
         markers, 1,
         "the pause began (freeze + marker) before the flip refused"
     );
-    let (_, _, owner, state) = common::range(&c, range_id).await;
-    assert_eq!(
-        (owner.as_str(), state.as_str()),
-        (source.as_str(), "active")
-    );
-    assert_eq!(
-        common::owned_state(c.shard(&source), range_id)
-            .await
-            .as_deref(),
-        Some("active")
-    );
-    assert_eq!(common::owned_state(c.shard(&target), range_id).await, None);
+    common::assert_owned_only_by(&c, range_id, &source, &target).await;
     assert_eq!(range_rows(c.shard(&source), start, end).await, src_rows + 1);
-    assert_eq!(range_rows(c.shard(&target), start, end).await, 0);
-    assert_no_move_objects(&c).await;
-    assert_ledger_consistent(&c).await;
-    let events: Vec<String> =
-        sqlx::query_scalar("SELECT to_state FROM move_events WHERE move_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&c.catalog_pool)
-            .await
-            .unwrap();
+    let events = common::move_states(&c, id).await;
     assert!(
         events.ends_with(&[
             "cutover".into(),

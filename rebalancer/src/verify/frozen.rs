@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 use super::money::{self, MerchantArrays, MoneyParts};
-use super::{Digest, PassReport, compare, key_expr};
+use super::{Digest, PassReport, compare, key_expr, pk_join};
 use crate::model::{Error, Result};
 use crate::repl::TABLES;
 
@@ -26,12 +26,7 @@ const CHANGES_SQL: &str = "SELECT DISTINCT tbl, k, merchant_id::text, xid >= $2,
 /// of the rows with the keys `$2` whose table in `$1` is this one (index probes).
 fn table_branch(table: &str, pk: &str) -> String {
     let k = key_expr(pk, "t");
-    let on = pk
-        .split(',')
-        .map(|c| c.trim())
-        .map(|c| format!("t.{c} = r.{c}"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = pk_join(pk);
     format!(
         "SELECT '{table}'::text, {k}, t.version, md5(t::text)
            FROM unnest($1::text[], $2::text[]) AS u(tbl, k)

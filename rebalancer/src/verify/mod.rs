@@ -78,15 +78,19 @@ fn select_digest(table: &str, pk: &str, filter: &str) -> String {
     )
 }
 
-/// Look rows up by key (index probes, not a scan of the range).
-fn select_by_keys(table: &str, pk: &str) -> String {
-    let k = key_expr(pk, "t");
-    let on = pk
-        .split(',')
+/// The join of table `t` with the record `r` of a key, on the primary key.
+fn pk_join(pk: &str) -> String {
+    pk.split(',')
         .map(|c| c.trim())
         .map(|c| format!("t.{c} = r.{c}"))
         .collect::<Vec<_>>()
-        .join(" AND ");
+        .join(" AND ")
+}
+
+/// Look rows up by key (index probes, not a scan of the range).
+fn select_by_keys(table: &str, pk: &str) -> String {
+    let k = key_expr(pk, "t");
+    let on = pk_join(pk);
     format!(
         "SELECT {k} AS k, t.version, md5(t::text) AS h
            FROM unnest($1::text[]) AS u(k)

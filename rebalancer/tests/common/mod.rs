@@ -16,6 +16,31 @@ pub async fn range_rows(p: &PgPool, start: i64, end: i64) -> i64 {
         .unwrap()
 }
 
+/// The catalog and `owner` hold range `range_id` active; `other` holds nothing
+/// of it (no owned range, no rows); no move object is left on any shard and the
+/// ledger balances everywhere.
+pub async fn assert_owned_only_by(c: &Cluster, range_id: i64, owner: &str, other: &str) {
+    let (start, end, cat_owner, state) = range(c, range_id).await;
+    assert_eq!((cat_owner.as_str(), state.as_str()), (owner, "active"));
+    assert_eq!(
+        owned_state(c.shard(owner), range_id).await.as_deref(),
+        Some("active")
+    );
+    assert_eq!(owned_state(c.shard(other), range_id).await, None);
+    assert_eq!(range_rows(c.shard(other), start, end).await, 0);
+    assert_no_move_objects(c).await;
+    assert_ledger_consistent(c).await;
+}
+
+/// The `to_state` of every event of move `id`, in order.
+pub async fn move_states(c: &Cluster, id: uuid::Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT to_state FROM move_events WHERE move_id = $1 ORDER BY id")
+        .bind(id)
+        .fetch_all(&c.catalog_pool)
+        .await
+        .unwrap()
+}
+
 /// No `sl_mv_%` publication, slot, subscription or origin (nor a table-sync slot)
 /// is left on any shard.
 pub async fn assert_no_move_objects(c: &Cluster) {

@@ -511,29 +511,24 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
     let cutover: Vec<&Sample> = samples.iter().filter(|s| in_cutover(s)).collect();
     // client latency by the step the moves were in (the window of `cutover`
     // includes its preparation and last delta pass, before the pause)
-    let by_step: serde_json::Map<String, serde_json::Value> = [
-        "copying",
-        "catching_up",
-        "verifying",
-        "cutover",
-        "switched",
-        "cleaning",
-    ]
-    .iter()
-    .map(|st| {
-        let in_step: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| {
-                outcomes.iter().any(|o| {
-                    o.steps
-                        .iter()
-                        .any(|(name, w)| name == st && overlaps(s, *w))
+    let by_step: serde_json::Map<String, serde_json::Value> = MoveState::ALL
+        .iter()
+        .map(|st| st.as_str())
+        .filter(|st| !matches!(*st, "planned" | "done" | "aborting" | "aborted"))
+        .map(|st| {
+            let in_step: Vec<&Sample> = samples
+                .iter()
+                .filter(|s| {
+                    outcomes.iter().any(|o| {
+                        o.steps
+                            .iter()
+                            .any(|(name, w)| name.as_str() == st && overlaps(s, *w))
+                    })
                 })
-            })
-            .collect();
-        ((*st).to_owned(), lat_stats(&in_step))
-    })
-    .collect();
+                .collect();
+            (st.to_owned(), lat_stats(&in_step))
+        })
+        .collect();
     let elapsed = start.elapsed().as_secs_f64();
     let report = json!({
         "benchmark": "move",
