@@ -7,6 +7,8 @@
 //! while the target is polled for the marker; read on the target; BEGIN, flip,
 //! activate (target), switched + event, COMMIT.
 
+use std::sync::LazyLock;
+
 use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, AssertSqlSafe, Executor, Postgres, SqlSafeStr};
 
@@ -30,24 +32,24 @@ fn event_insert(kind: &str, from: &str) -> String {
 /// SLF02) and write the cutover marker in the same transaction: the marker
 /// commits after every write to the range, so its arrival on the target proves
 /// they were all applied. Returns the source LSN.
-fn freeze_sql() -> String {
+static FREEZE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH f AS (SELECT shardline_set_range_state($3::bigint, 'frozen')) {}
          RETURNING pg_current_wal_lsn()::text",
         event_insert("cutover_marker", "f")
     )
-}
+});
 
 /// Activate the range on the target and write a `moved_in` marker in one
 /// transaction: in the target's CDC stream the marker precedes every write the
 /// target makes to the range as its owner (edges order the range's rows by it).
-fn activate_sql() -> String {
+static ACTIVATE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH a AS (UPDATE owned_ranges SET state = 'active', epoch = $5::bigint
                      WHERE id = $3::bigint RETURNING id) {}",
         event_insert("moved_in", "a")
     )
-}
+});
 
 const MARKER_SEEN_SQL: &str =
     "SELECT 1 FROM range_events WHERE shard_key = $1::bigint AND event_id = $2::uuid";
@@ -183,7 +185,7 @@ impl Engine {
         let warm_src = async {
             frozen::read(&mut c_src, &scope).await?;
             c_src
-                .prepare(AssertSqlSafe(freeze_sql()).into_sql_str())
+                .prepare(AssertSqlSafe(FREEZE_SQL.as_str()).into_sql_str())
                 .await?;
             Ok::<_, Error>(())
         };
@@ -195,7 +197,7 @@ impl Engine {
                 .fetch_optional(&mut *c_dst)
                 .await?;
             c_dst
-                .prepare(AssertSqlSafe(activate_sql()).into_sql_str())
+                .prepare(AssertSqlSafe(ACTIVATE_SQL.as_str()).into_sql_str())
                 .await?;
             Ok::<_, Error>(())
         };
@@ -224,10 +226,15 @@ impl Engine {
         let t0 = Instant::now();
         // (1) freeze + marker
         let event_id = Uuid::now_v7();
-        let lsn: String = bind_event(sqlx::query(AssertSqlSafe(freeze_sql())), m, event_id, epoch)
-            .fetch_one(&mut *c.src)
-            .await
-            .and_then(|r| sqlx::Row::try_get(&r, 0))?;
+        let lsn: String = bind_event(
+            sqlx::query(AssertSqlSafe(FREEZE_SQL.as_str())),
+            m,
+            event_id,
+            epoch,
+        )
+        .fetch_one(&mut *c.src)
+        .await
+        .and_then(|r| sqlx::Row::try_get(&r, 0))?;
         w.freeze = ms(t0.elapsed());
         fail_point("move-after-cutover-frozen").await?;
         // (2) read the frozen source (it cannot change any more): the change log
@@ -307,7 +314,7 @@ impl Engine {
         w.range_flip = ms(t_flip.elapsed());
         let t_act = Instant::now();
         let n = bind_event(
-            sqlx::query(AssertSqlSafe(activate_sql())),
+            sqlx::query(AssertSqlSafe(ACTIVATE_SQL.as_str())),
             m,
             Uuid::now_v7(),
             new_epoch,

@@ -7,6 +7,7 @@
 //! statement preparation and no fan-out over a pool.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
@@ -38,14 +39,14 @@ fn table_branch(table: &str, pk: &str) -> String {
 
 /// The frozen read, identical on both sides: every table's rows by key, then the
 /// money parts ([`money::frozen_sql`]).
-fn read_sql() -> String {
+static READ_SQL: LazyLock<String> = LazyLock::new(|| {
     TABLES
         .iter()
         .map(|(t, pk)| table_branch(t, pk))
         .chain([money::frozen_sql()])
         .collect::<Vec<_>>()
         .join("\nUNION ALL\n")
-}
+});
 
 /// What the frozen check reads on both sides (the binds of [`read_sql`]).
 #[derive(Debug, Default, Clone)]
@@ -133,7 +134,7 @@ fn shard_key_of(k: &str) -> Result<i64> {
 
 /// Read `scope` on one side, in one statement.
 pub async fn read(conn: &mut PgConnection, scope: &Scope) -> Result<Read> {
-    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(AssertSqlSafe(read_sql()))
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(AssertSqlSafe(READ_SQL.as_str()))
         .bind(&scope.tables)
         .bind(&scope.keys)
         .bind(&scope.post_h)
@@ -190,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_read_has_a_branch_per_table_and_per_money_part() {
-        let sql = read_sql();
+        let sql = READ_SQL.as_str();
         assert_eq!(sql.matches("UNION ALL").count(), TABLES.len() + 3);
         for (t, _) in TABLES {
             assert!(sql.contains(&format!("JOIN {t} t ON")), "{t}");
