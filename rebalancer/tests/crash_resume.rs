@@ -57,7 +57,7 @@ async fn a_fresh_engine_finishes_or_rolls_back_after_a_crash_at_each_step() {
     let total = range_rows(c.shard(&c.owner(&m).await.0), start, end).await;
 
     // (first crash, second crash, expected end); every fail point is hit
-    let cases: [(&'static str, Option<&'static str>, MoveState); 12] = [
+    let cases: [(&'static str, Option<&'static str>, MoveState); 13] = [
         ("move-during-copy", None, MoveState::Done),
         ("move-after-copying", None, MoveState::Done),
         ("move-during-catch-up", None, MoveState::Done),
@@ -66,6 +66,7 @@ async fn a_fresh_engine_finishes_or_rolls_back_after_a_crash_at_each_step() {
         ("move-after-verifying", None, MoveState::Done),
         ("move-before-cutover-freeze", None, MoveState::Aborted),
         ("move-after-cutover-frozen", None, MoveState::Aborted),
+        ("move-after-target-activated", None, MoveState::Aborted),
         (
             "move-after-cutover-frozen",
             Some("move-after-aborting"),

@@ -1,7 +1,8 @@
 //! Verification gates the flip: a row corrupted on the target after the copy (same
 //! version, different amount) is caught, and the move ends `aborted` with the source
 //! intact and active and nothing left on the target. Also: an operator abort, after
-//! the copy and right before the freeze (honoured by the catalog flip itself).
+//! the copy and right before the freeze (honoured by the catalog flip itself);
+//! and a failure after the target's activation committed, before the flip.
 //! The test acts while the engine is held at a fail point (`failpoints` feature).
 
 mod common;
@@ -199,4 +200,40 @@ async fn operator_abort_right_before_the_freeze_is_honoured_by_the_flip() {
     let a = r.authorize(&m, "1.00", "USD", "after-abort").await;
     assert!(a.status.is_success(), "{a:?}");
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_after_the_target_activated_rolls_back_with_one_owner() {
+    let scenario = FailScenario::setup();
+    let c = Cluster::start(2).await;
+    let stop = CancellationToken::new();
+    let r = c.router(c.config(), &stop).await;
+    let (m, range_id, source, target) = setup(&c, &r, 20).await;
+    let (start, end, _, _) = common::range(&c, range_id).await;
+    let src_rows = range_rows(c.shard(&source), start, end).await;
+    // The target's range is active (its transaction committed), the catalog
+    // flip has not committed, and the pause fails as on a lost connection.
+    fail::cfg("move-after-target-activated", "return(error)").unwrap();
+    let engine = Engine::new(c.catalog_pool.clone(), common::engine_config(&c))
+        .await
+        .unwrap();
+    let id = engine
+        .plan_move(Subject::Range(range_id), &target, "test")
+        .await
+        .unwrap();
+    assert_eq!(engine.run_move(id).await.unwrap(), MoveState::Aborted);
+    fail::remove("move-after-target-activated");
+    let mv = engine.load(id).await.unwrap();
+    assert!(
+        mv.error.as_deref().unwrap_or("").contains("injected error"),
+        "{:?}",
+        mv.error
+    );
+    common::assert_owned_only_by(&c, range_id, &source, &target).await;
+    // the source keeps its rows plus the cutover marker
+    assert_eq!(range_rows(c.shard(&source), start, end).await, src_rows + 1);
+    let a = r.authorize(&m, "1.00", "USD", "after-abort").await;
+    assert!(a.status.is_success(), "{a:?}");
+    stop.cancel();
+    drop(scenario);
 }

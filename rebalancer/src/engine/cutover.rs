@@ -31,11 +31,10 @@ fn event_insert(kind: &str, from: &str) -> String {
 /// Freeze the range on the source (waits for its in-flight writers; new ones get
 /// SLF02) and write the cutover marker in the same transaction: the marker
 /// commits after every write to the range, so its arrival on the target proves
-/// they were all applied. Returns the source LSN.
+/// they were all applied.
 static FREEZE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH f AS (SELECT shardline_set_range_state($3::bigint, 'frozen')) {}
-         RETURNING pg_current_wal_lsn()::text",
+        "WITH f AS (SELECT shardline_set_range_state($3::bigint, 'frozen')) {}",
         event_insert("cutover_marker", "f")
     )
 });
@@ -95,6 +94,16 @@ struct Conns {
     src: PoolConnection<Postgres>,
     dst: PoolConnection<Postgres>,
     catalog: PoolConnection<Postgres>,
+    /// The target's activation was sent (it may have committed).
+    activated: bool,
+}
+
+/// What [`Engine::prepare_cutover`] readies for the pause.
+pub(super) struct Prepared {
+    conns: Conns,
+    /// The range's catalog epoch (fixed while the move is in `cutover`).
+    epoch: i64,
+    warm: Duration,
 }
 
 /// Durations inside the pause, in milliseconds.
@@ -115,43 +124,81 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Engine {
-    /// Fence the source, prove the target applied everything (marker row), check
-    /// what changed since the last pass, activate the target and flip the catalog.
-    pub(super) async fn cutover(&self, m: &mut MoveRow, report: &mut PassReport) -> Result<()> {
+    /// Before the cutover, in `verifying`: a last delta pass, so the check inside
+    /// the pause covers only the rows written since it began (milliseconds), not
+    /// since the money pass; then the pause's connections, warmed.
+    pub(super) async fn prepare_cutover(
+        &self,
+        m: &MoveRow,
+        report: &mut PassReport,
+    ) -> Result<Prepared> {
         let src = self.shard(&m.source_shard).await?;
         let dst = self.shard(&m.target_shard).await?;
-        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM ranges WHERE id = $1")
-            .bind(m.range_id)
-            .fetch_one(&self.catalog)
-            .await?;
-        let t = Instant::now();
-        let mut conns = self.pause_conns(&src, &dst, m, report).await?;
-        let warm = t.elapsed();
-        // A last delta pass, so the check inside the pause covers only the rows
-        // written since it began (milliseconds), not since the money pass.
         let (passes, delay) = (
             self.config.verify_max_passes,
             self.config.verify_recheck_delay,
         );
         verify::delta_pass(&src.pool, &dst.pool, m.id, report, passes, delay).await?;
+        let t = Instant::now();
+        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM ranges WHERE id = $1")
+            .bind(m.range_id)
+            .fetch_one(&self.catalog)
+            .await?;
+        let conns = self.pause_conns(&src, &dst, m, report).await?;
+        Ok(Prepared {
+            conns,
+            epoch,
+            warm: t.elapsed(),
+        })
+    }
+
+    /// Fence the source, prove the target applied everything (marker row), check
+    /// what changed since the last pass, activate the target and flip the catalog.
+    pub(super) async fn cutover(
+        &self,
+        m: &mut MoveRow,
+        report: &PassReport,
+        mut p: Prepared,
+    ) -> Result<()> {
         fail_point("move-before-cutover-freeze").await?;
-        let result = self.pause(m, report, &mut conns, epoch, warm).await;
+        let result = self.pause(m, report, &mut p).await;
         if let Err(e) = &result
             && !matches!(e, Error::Crashed(_))
         {
-            // Unfreeze right away unless the flip happened; abort follows.
-            let st = self.load(m.id).await.ok().and_then(|r| r.state().ok());
-            if st == Some(MoveState::Cutover) {
-                let _ = sqlx::query(
-                    "SELECT shardline_set_range_state($1, 'active') FROM owned_ranges
-                      WHERE id = $1 AND state <> 'active'",
-                )
-                .bind(m.range_id)
-                .execute(&src.pool)
-                .await;
-            }
+            self.release_after_failed_pause(m, p.conns.activated).await;
         }
         result
+    }
+
+    /// After a pause failed before the flip committed (the move stays in
+    /// `cutover`; the abort follows): unfreeze the source at once. If the target
+    /// may be active already (its activation commits before the catalog flip),
+    /// it goes back to `incoming` first; if that fails, both stay as they are
+    /// for the rollback, which deletes the target's range before it unfreezes
+    /// the source. Never are both `active`.
+    async fn release_after_failed_pause(&self, m: &MoveRow, activated: bool) {
+        let st = self.load(m.id).await.ok().and_then(|r| r.state().ok());
+        if st != Some(MoveState::Cutover) {
+            return;
+        }
+        let set = |state: &'static str, from: &'static str| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT shardline_set_range_state($1, '{state}') FROM owned_ranges
+                  WHERE id = $1 AND state = '{from}'"
+            )))
+            .bind(m.range_id)
+        };
+        if activated {
+            let Ok(dst) = self.shard(&m.target_shard).await else {
+                return;
+            };
+            if set("incoming", "active").execute(&dst.pool).await.is_err() {
+                return;
+            }
+        }
+        if let Ok(src) = self.shard(&m.source_shard).await {
+            let _ = set("active", "frozen").execute(&src.pool).await;
+        }
     }
 
     /// Take the pause's connections and run each of its statements there once
@@ -211,30 +258,30 @@ impl Engine {
             src: c_src,
             dst: c_dst,
             catalog: c_cat,
+            activated: false,
         })
     }
 
-    async fn pause(
-        &self,
-        m: &mut MoveRow,
-        report: &PassReport,
-        c: &mut Conns,
-        epoch: i64,
-        warm: Duration,
-    ) -> Result<()> {
+    async fn pause(&self, m: &mut MoveRow, report: &PassReport, p: &mut Prepared) -> Result<()> {
+        let (c, epoch, warm) = (&mut p.conns, p.epoch, p.warm);
         let mut w = Window::default();
         let t0 = Instant::now();
         // (1) freeze + marker
         let event_id = Uuid::now_v7();
-        let lsn: String = bind_event(
+        let n = bind_event(
             sqlx::query(AssertSqlSafe(FREEZE_SQL.as_str())),
             m,
             event_id,
             epoch,
         )
-        .fetch_one(&mut *c.src)
-        .await
-        .and_then(|r| sqlx::Row::try_get(&r, 0))?;
+        .execute(&mut *c.src)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(Error::Inconsistent(
+                "the cutover marker was not written".into(),
+            ));
+        }
         w.freeze = ms(t0.elapsed());
         fail_point("move-after-cutover-frozen").await?;
         // (2) read the frozen source (it cannot change any more): the change log
@@ -249,7 +296,13 @@ impl Engine {
             let _ = scope_tx.send(scope.clone());
             let t_scope = t_marker.elapsed();
             let read = frozen::read(c_src, &scope).await?;
-            Ok::<_, Error>((scope, read, t_scope, t_marker.elapsed()))
+            let t_read = t_marker.elapsed();
+            // the source's WAL position after the marker committed (recorded as
+            // `cutover_lsn`): no write of the range follows it
+            let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+                .fetch_one(&mut **c_src)
+                .await?;
+            Ok::<_, Error>((scope, read, lsn, t_scope, t_read))
         };
         let target_side = async {
             loop {
@@ -271,10 +324,11 @@ impl Engine {
                 // the source side failed: its error is the one returned
                 return Ok::<_, Error>(None);
             };
+            let t_read = Instant::now();
             let read = frozen::read(c_dst, &scope).await?;
-            Ok(Some((marker_wait, read, t_marker.elapsed())))
+            Ok(Some((marker_wait, read, t_read.elapsed())))
         };
-        let ((scope, src_read, source_scope, source_read), dst) =
+        let ((scope, src_read, lsn, source_scope, source_read), dst) =
             tokio::try_join!(source_side, target_side)?;
         let (marker_wait, dst_read, target_read) =
             dst.ok_or_else(|| Error::Inconsistent("the frozen source read was lost".into()))?;
@@ -283,7 +337,7 @@ impl Engine {
         w.marker_wait = ms(marker_wait);
         w.source_read = ms(source_read);
         w.source_scope = ms(source_scope);
-        w.final_check_target = ms(target_read - marker_wait);
+        w.final_check_target = ms(target_read);
         w.final_check = ms(t_marker.elapsed());
         // (4) flip the catalog and activate the target in one catalog transaction
         let t_flip = Instant::now();
@@ -313,6 +367,7 @@ impl Engine {
         };
         w.range_flip = ms(t_flip.elapsed());
         let t_act = Instant::now();
+        c.activated = true;
         let n = bind_event(
             sqlx::query(AssertSqlSafe(ACTIVATE_SQL.as_str())),
             m,
@@ -329,6 +384,7 @@ impl Engine {
             )));
         }
         w.activate = ms(t_act.elapsed());
+        fail_point("move-after-target-activated").await?;
         let phases = json!({
             "pause_warm_ms": ms(warm),
             "freeze_ms": w.freeze,

@@ -29,10 +29,13 @@ pub use service::{plan_move, request_abort, run};
 /// the step's action, before the next state is persisted; `move-during-copy`
 /// after the subscription exists, before waiting for the initial copy;
 /// `move-during-catch-up` when catch-up starts; `move-before-cutover-freeze` in
-/// `cutover` after the last delta pass, right before the freeze. The `return` action stops the move
-/// right there with [`Error::Crashed`]`(step)`, as if the process died; `pause`,
+/// `cutover` right before the freeze; `move-after-target-activated` in the pause,
+/// after the target's activation committed, before the catalog flip commits.
+/// The `return` action stops the move right there with [`Error::Crashed`]`(step)`,
+/// as if the process died; `return(error)` fails the step with an ordinary
+/// error (the engine handles it, as a lost connection at that point); `pause`,
 /// `sleep(ms)` and callbacks run on a blocking thread, so they hold only the move.
-pub const FAIL_POINTS: [(&str, &str); 11] = [
+pub const FAIL_POINTS: [(&str, &str); 12] = [
     ("move-during-copy", "copying"),
     ("move-after-copying", "copying"),
     ("move-during-catch-up", "catching_up"),
@@ -41,6 +44,7 @@ pub const FAIL_POINTS: [(&str, &str); 11] = [
     ("move-after-verifying", "verifying"),
     ("move-before-cutover-freeze", "cutover"),
     ("move-after-cutover-frozen", "cutover_frozen"),
+    ("move-after-target-activated", "cutover_activated"),
     ("move-after-switched", "switched"),
     ("move-after-cleaning", "cleaning"),
     ("move-after-aborting", "aborting"),
@@ -54,7 +58,12 @@ async fn fail_point(name: &'static str) -> Result<()> {
         .find(|(n, _)| *n == name)
         .map_or(name, |(_, s)| *s);
     let eval = move || -> Result<()> {
-        fail::fail_point!(name, |_| Err(Error::Crashed(step)));
+        fail::fail_point!(name, |arg: Option<String>| match arg.as_deref() {
+            Some("error") => Err(Error::Inconsistent(format!(
+                "fail point {name}: injected error"
+            ))),
+            _ => Err(Error::Crashed(step)),
+        });
         Ok(())
     };
     tokio::task::spawn_blocking(eval)
@@ -414,9 +423,11 @@ impl Engine {
                 self.set_stats(m.id, json!({"verify": report})).await?;
                 fail_point("move-after-verifying").await?;
                 self.check_abort(m.id).await?;
+                // still `verifying`: a failure here is retried or re-verified
+                let prepared = self.prepare_cutover(m, &mut report).await?;
                 self.transition(m, MoveState::Cutover, json!({"verify": report}))
                     .await?;
-                self.cutover(m, &mut report).await
+                self.cutover(m, &report, prepared).await
             }
             // Only reached when a previous engine stopped mid-cutover: the source
             // is (or may be) frozen and the catalog did not flip. Roll back.
