@@ -16,26 +16,66 @@ use shardline_rebalancer::{Engine, MoveState, Subject};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-async fn setup(c: &Cluster, r: &common::Router, n: usize) -> (String, i64, String, String) {
-    let m = r.merchant("USD").await;
-    for i in 0..n {
-        let a = r.authorize(&m, "12.50", "USD", &format!("p{i}")).await;
-        assert!(a.status.is_success(), "{a:?}");
+/// Two shard clusters, a router, and a merchant with `n` payments; the move
+/// goes from the shard owning its range to the other one.
+struct Fixture {
+    c: Cluster,
+    stop: CancellationToken,
+    r: common::Router,
+    m: String,
+    range_id: i64,
+    source: String,
+    target: String,
+    start: i64,
+    end: i64,
+    /// Rows of the range on the source before the move.
+    src_rows: i64,
+}
+
+impl Fixture {
+    async fn start(n: usize) -> Fixture {
+        let c = Cluster::start(2).await;
+        let stop = CancellationToken::new();
+        let r = c.router(c.config(), &stop).await;
+        let m = r.merchant("USD").await;
+        for i in 0..n {
+            let a = r.authorize(&m, "12.50", "USD", &format!("p{i}")).await;
+            assert!(a.status.is_success(), "{a:?}");
+        }
+        let (source, range_id) = c.owner(&m).await;
+        let target = if source == "s1" { "s2" } else { "s1" }.to_owned();
+        let (start, end, _, _) = common::range(&c, range_id).await;
+        let src_rows = range_rows(c.shard(&source), start, end).await;
+        Fixture {
+            c,
+            stop,
+            r,
+            m,
+            range_id,
+            source,
+            target,
+            start,
+            end,
+            src_rows,
+        }
     }
-    let (source, range) = c.owner(&m).await;
-    let target = if source == "s1" { "s2" } else { "s1" }.to_owned();
-    (m, range, source, target)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_target_row_aborts_the_move() {
     let _scenario = FailScenario::setup();
-    let c = Cluster::start(2).await;
-    let stop = CancellationToken::new();
-    let r = c.router(c.config(), &stop).await;
-    let (m, range_id, source, target) = setup(&c, &r, 50).await;
-    let (start, end, _, _) = common::range(&c, range_id).await;
-    let src_rows = range_rows(c.shard(&source), start, end).await;
+    let Fixture {
+        c,
+        stop,
+        r,
+        m,
+        range_id,
+        source,
+        target,
+        start,
+        end,
+        src_rows,
+    } = Fixture::start(50).await;
 
     // After catch-up, before verification: change a payment amount on the target
     // the way only a bug could (replica role: no fence, no version bump).
@@ -135,12 +175,18 @@ async fn abort_held_at(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_abort_rolls_back() {
     let _scenario = FailScenario::setup();
-    let c = Cluster::start(2).await;
-    let stop = CancellationToken::new();
-    let r = c.router(c.config(), &stop).await;
-    let (_m, range_id, source, target) = setup(&c, &r, 20).await;
-    let (start, end, _, _) = common::range(&c, range_id).await;
-    let src_rows = range_rows(c.shard(&source), start, end).await;
+    let Fixture {
+        c,
+        stop,
+        r: _r,
+        m: _,
+        range_id,
+        source,
+        target,
+        start,
+        end,
+        src_rows,
+    } = Fixture::start(20).await;
     // The operator aborts once the copy is done, before catching up.
     let (engine, id) = abort_held_at(&c, "move-after-copying", range_id, &target).await;
     assert!(
@@ -163,12 +209,18 @@ async fn operator_abort_rolls_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_abort_right_before_the_freeze_is_honoured_by_the_flip() {
     let _scenario = FailScenario::setup();
-    let c = Cluster::start(2).await;
-    let stop = CancellationToken::new();
-    let r = c.router(c.config(), &stop).await;
-    let (m, range_id, source, target) = setup(&c, &r, 20).await;
-    let (start, end, _, _) = common::range(&c, range_id).await;
-    let src_rows = range_rows(c.shard(&source), start, end).await;
+    let Fixture {
+        c,
+        stop,
+        r,
+        m,
+        range_id,
+        source,
+        target,
+        start,
+        end,
+        src_rows,
+    } = Fixture::start(20).await;
     // Held in `cutover` after the last delta pass: the abort is requested before
     // the pause begins; the pause runs (freeze, marker, frozen check) and the
     // flip statement, which locks the move, sees the request and refuses.
@@ -205,12 +257,18 @@ async fn operator_abort_right_before_the_freeze_is_honoured_by_the_flip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_after_the_target_activated_rolls_back_with_one_owner() {
     let scenario = FailScenario::setup();
-    let c = Cluster::start(2).await;
-    let stop = CancellationToken::new();
-    let r = c.router(c.config(), &stop).await;
-    let (m, range_id, source, target) = setup(&c, &r, 20).await;
-    let (start, end, _, _) = common::range(&c, range_id).await;
-    let src_rows = range_rows(c.shard(&source), start, end).await;
+    let Fixture {
+        c,
+        stop,
+        r,
+        m,
+        range_id,
+        source,
+        target,
+        start,
+        end,
+        src_rows,
+    } = Fixture::start(20).await;
     // The target's range is active (its transaction committed), the catalog
     // flip has not committed, and the pause fails as on a lost connection.
     fail::cfg("move-after-target-activated", "return(error)").unwrap();

@@ -6,6 +6,7 @@ pub mod edge;
 pub mod edge_store;
 pub mod fencing;
 pub mod move_data;
+mod move_engine;
 pub mod moves;
 pub mod router;
 

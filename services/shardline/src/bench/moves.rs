@@ -18,13 +18,13 @@ use hyper::body::Bytes;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use shardline_core::{MerchantId, shard_key};
-use shardline_rebalancer::{Engine, MoveState, Subject};
-use sqlx::PgPool;
+use shardline_rebalancer::MoveState;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::BenchCluster;
 use super::move_data::{plain_copy, range_bytes, seed};
+use super::move_engine::EngineThread;
 use super::percentile;
 use crate::config::{ConfigError, in_range};
 
@@ -81,20 +81,6 @@ struct Sample {
     sent: Duration,
     done: Duration,
     ok: bool,
-}
-
-/// One move's outcome and windows (offsets from the bench's start).
-#[derive(Debug, Clone)]
-struct MoveOutcome {
-    state: MoveState,
-    window: (Duration, Duration),
-    cutover: (Duration, Duration),
-    pause_ms: f64,
-    copy_ms: f64,
-    bytes: i64,
-    phase_ms: serde_json::Value,
-    /// Each state the move passed through, from its event to the next one.
-    steps: Vec<(String, (Duration, Duration))>,
 }
 
 /// The open-loop client: connection `k` of `n` sends op `i` at
@@ -197,141 +183,6 @@ async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Sender> {
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     Ok(sender)
-}
-
-/// Offset of a catalog timestamp from the bench's start.
-fn offset(at: chrono::DateTime<chrono::Utc>, wall0: SystemTime) -> Duration {
-    SystemTime::from(at)
-        .duration_since(wall0)
-        .unwrap_or_default()
-}
-
-async fn one_move(
-    engine: &Engine,
-    cat: &PgPool,
-    range_id: i64,
-    to: &str,
-    wall0: SystemTime,
-) -> anyhow::Result<MoveOutcome> {
-    let id = engine
-        .plan_move(Subject::Range(range_id), to, "bench")
-        .await?;
-    let state = engine.run_move(id).await?;
-    let events: Vec<(String, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT to_state, at FROM move_events WHERE move_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(cat)
-            .await?;
-    let at = |st: &str| {
-        events
-            .iter()
-            .find(|e| e.0 == st)
-            .map(|e| offset(e.1, wall0))
-    };
-    let first = events
-        .first()
-        .map(|e| offset(e.1, wall0))
-        .unwrap_or_default();
-    let last = events
-        .last()
-        .map(|e| offset(e.1, wall0))
-        .unwrap_or_default();
-    let phase: serde_json::Value = sqlx::query_scalar("SELECT phase_ms FROM moves WHERE id = $1")
-        .bind(id)
-        .fetch_one(cat)
-        .await?;
-    Ok(MoveOutcome {
-        state,
-        window: (first, last),
-        cutover: (
-            at("cutover").unwrap_or(first),
-            at("switched").unwrap_or(last) + Duration::from_millis(5),
-        ),
-        pause_ms: phase["pause_ms"].as_f64().unwrap_or(f64::NAN),
-        copy_ms: phase["copy_ms"].as_f64().unwrap_or(f64::NAN),
-        bytes: 0,
-        phase_ms: phase,
-        steps: events
-            .windows(2)
-            .map(|w| {
-                (
-                    w[0].0.clone(),
-                    (offset(w[0].1, wall0), offset(w[1].1, wall0)),
-                )
-            })
-            .collect(),
-    })
-}
-
-type MoveRequest = (
-    i64,
-    String,
-    tokio::sync::oneshot::Sender<anyhow::Result<MoveOutcome>>,
-);
-
-/// The engine on its own OS thread and runtime, as the rebalancer is its own
-/// process in a deployment: its pause is not measured through the scheduling of
-/// the router and the load generator that share this process.
-struct EngineThread {
-    tx: tokio::sync::mpsc::Sender<MoveRequest>,
-    thread: std::thread::JoinHandle<anyhow::Result<()>>,
-}
-
-impl EngineThread {
-    async fn start(catalog_url: String, wall0: SystemTime) -> anyhow::Result<Self> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<MoveRequest>(1);
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-        let thread = std::thread::Builder::new()
-            .name("bench-engine".into())
-            .spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async move {
-                    let started = async {
-                        let cat = PgPoolOptions::new()
-                            .max_connections(8)
-                            .connect(&catalog_url)
-                            .await?;
-                        let cfg = shardline_rebalancer::Config::new(catalog_url.clone());
-                        let engine = Engine::new(cat.clone(), cfg).await?;
-                        anyhow::Ok((cat, engine))
-                    };
-                    let (cat, engine) = match started.await {
-                        Ok(v) => {
-                            let _ = ready_tx.send(Ok(()));
-                            v
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
-                            return Err(e);
-                        }
-                    };
-                    while let Some((range_id, to, reply)) = rx.recv().await {
-                        let _ = reply.send(one_move(&engine, &cat, range_id, &to, wall0).await);
-                    }
-                    Ok(())
-                })
-            })?;
-        ready_rx.await.context("bench engine thread died")??;
-        Ok(EngineThread { tx, thread })
-    }
-
-    async fn run(&self, range_id: i64, to: &str) -> anyhow::Result<MoveOutcome> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send((range_id, to.to_owned(), reply))
-            .await
-            .map_err(|_| anyhow::anyhow!("bench engine thread stopped"))?;
-        rx.await.context("bench engine thread stopped")?
-    }
-
-    fn stop(self) -> anyhow::Result<()> {
-        drop(self.tx);
-        self.thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("bench engine thread panicked"))?
-    }
 }
 
 fn overlaps(s: &Sample, w: (Duration, Duration)) -> bool {
@@ -481,12 +332,11 @@ pub async fn run(cfg: MoveBenchConfig) -> anyhow::Result<()> {
     // median of each pause component the engine records
     let parts: serde_json::Map<String, serde_json::Value> = [
         "freeze_ms",
-        "pre_marker_ms",
         "marker_wait_ms",
+        "source_scope_ms",
         "source_read_ms",
         "final_check_ms",
         "final_check_target_ms",
-        "abort_check_ms",
         "range_flip_ms",
         "activate_ms",
         "flip_ms",
@@ -595,8 +445,8 @@ fn print_report(r: &serde_json::Value) {
         let c = &r["client"][k];
         println!(
             "{name:<22} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2}",
-            c["requests"],
-            c["errors"],
+            c["requests"].as_u64().unwrap_or(0),
+            c["errors"].as_u64().unwrap_or(0),
             c["p50_ms"].as_f64().unwrap_or(f64::NAN),
             c["p99_ms"].as_f64().unwrap_or(f64::NAN),
             c["max_ms"].as_f64().unwrap_or(f64::NAN)
@@ -605,8 +455,8 @@ fn print_report(r: &serde_json::Value) {
     for (name, c) in r["client"]["by_step"].as_object().into_iter().flatten() {
         println!(
             "  in step {name:<13} {:>9} {:>7} {:>9.2} {:>9.2} {:>9.2}",
-            c["requests"],
-            c["errors"],
+            c["requests"].as_u64().unwrap_or(0),
+            c["errors"].as_u64().unwrap_or(0),
             c["p50_ms"].as_f64().unwrap_or(f64::NAN),
             c["p99_ms"].as_f64().unwrap_or(f64::NAN),
             c["max_ms"].as_f64().unwrap_or(f64::NAN)
