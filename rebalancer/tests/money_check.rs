@@ -15,12 +15,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Gate, range_rows};
 use fail::FailScenario;
-use shardline_rebalancer::{Engine, MoveState, Subject};
+use shardline_rebalancer::{Engine, MoveState};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -136,19 +135,8 @@ async fn move_aborts_at_cutover(
     let (start, end, _, _) = common::range(&s.c, s.range_id).await;
     let src_rows_before = range_rows(s.c.shard(&s.source), start, end).await;
     let mut gate = Gate::new(gate);
-    let engine = Arc::new(
-        Engine::new(s.c.catalog_pool.clone(), common::engine_config(&s.c))
-            .await
-            .unwrap(),
-    );
-    let id = engine
-        .plan_move(Subject::Range(s.range_id), &s.target, "test")
-        .await
-        .unwrap();
-    let run = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_move(id).await }
-    });
+    let (engine, id, run) =
+        common::spawn_move(&s.c, common::engine_config(&s.c), s.range_id, &s.target).await;
     gate.reached().await;
     act(s, &engine, id).await;
     gate.release();

@@ -83,15 +83,7 @@ async fn corrupted_target_row_aborts_the_move() {
     let mut gate = Gate::new("move-after-catching-up");
     let mut cfg = common::engine_config(&c);
     cfg.verify_max_passes = 5;
-    let engine = Arc::new(Engine::new(c.catalog_pool.clone(), cfg).await.unwrap());
-    let id = engine
-        .plan_move(Subject::Range(range_id), &target, "test")
-        .await
-        .unwrap();
-    let run = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_move(id).await }
-    });
+    let (engine, id, run) = common::spawn_move(&c, cfg, range_id, &target).await;
     gate.reached().await;
     let mut conn = sqlx::PgConnection::connect(&target_url).await.unwrap();
     sqlx::raw_sql("SET session_replication_role = replica")
@@ -152,19 +144,7 @@ async fn abort_held_at(
     target: &str,
 ) -> (Arc<Engine>, uuid::Uuid) {
     let mut gate = Gate::new(gate);
-    let engine = Arc::new(
-        Engine::new(c.catalog_pool.clone(), common::engine_config(c))
-            .await
-            .unwrap(),
-    );
-    let id = engine
-        .plan_move(Subject::Range(range_id), target, "test")
-        .await
-        .unwrap();
-    let run = tokio::spawn({
-        let engine = engine.clone();
-        async move { engine.run_move(id).await }
-    });
+    let (engine, id, run) = common::spawn_move(c, common::engine_config(c), range_id, target).await;
     gate.reached().await;
     assert!(engine.abort(id).await.unwrap());
     gate.release();

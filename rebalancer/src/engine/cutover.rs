@@ -181,23 +181,19 @@ impl Engine {
         if st != Some(MoveState::Cutover) {
             return;
         }
-        let set = |state: &'static str, from: &'static str| {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT shardline_set_range_state($1, '{state}') FROM owned_ranges
-                  WHERE id = $1 AND state = '{from}'"
-            )))
-            .bind(m.range_id)
-        };
         if activated {
             let Ok(dst) = self.shard(&m.target_shard).await else {
                 return;
             };
-            if set("incoming", "active").execute(&dst.pool).await.is_err() {
+            if set_owned_state(&dst.pool, m.range_id, "incoming")
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         if let Ok(src) = self.shard(&m.source_shard).await {
-            let _ = set("active", "frozen").execute(&src.pool).await;
+            let _ = set_owned_state(&src.pool, m.range_id, "active").await;
         }
     }
 

@@ -67,13 +67,7 @@ impl Engine {
             .bind(m.range_id)
             .execute(&dst.pool)
             .await?;
-        sqlx::query(
-            "SELECT shardline_set_range_state($1, 'active') FROM owned_ranges
-              WHERE id = $1 AND state <> 'active'",
-        )
-        .bind(m.range_id)
-        .execute(&src.pool)
-        .await?;
+        set_owned_state(&src.pool, m.range_id, "active").await?;
         Ok(deleted)
     }
 

@@ -476,6 +476,20 @@ impl Default for Retry {
 
 /// A conditional state update (`WHERE id = $1 AND state = <expected>`) must hit
 /// exactly one row; otherwise another process moved the move on.
+/// Set the state of owned range `id` on a shard to `to` unless it already is
+/// (the `owned_ranges` trigger takes the range's fencing locks).
+async fn set_owned_state(pool: &PgPool, id: i64, to: &str) -> Result<()> {
+    sqlx::query(
+        "SELECT shardline_set_range_state($1, $2) FROM owned_ranges
+          WHERE id = $1 AND state <> $2",
+    )
+    .bind(id)
+    .bind(to)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 fn exactly_one(n: u64, id: Uuid, expected: MoveState) -> Result<()> {
     if n == 1 {
         Ok(())

@@ -32,6 +32,38 @@ pub async fn assert_owned_only_by(c: &Cluster, range_id: i64, owner: &str, other
     assert_ledger_consistent(c).await;
 }
 
+/// A move of `range_id` to `target`, planned and driven by a fresh engine with
+/// `cfg` on a task: (engine, move id, the task's outcome).
+pub async fn spawn_move(
+    c: &Cluster,
+    cfg: shardline_rebalancer::Config,
+    range_id: i64,
+    target: &str,
+) -> (
+    std::sync::Arc<shardline_rebalancer::Engine>,
+    uuid::Uuid,
+    tokio::task::JoinHandle<shardline_rebalancer::Result<shardline_rebalancer::MoveState>>,
+) {
+    let engine = std::sync::Arc::new(
+        shardline_rebalancer::Engine::new(c.catalog_pool.clone(), cfg)
+            .await
+            .unwrap(),
+    );
+    let id = engine
+        .plan_move(
+            shardline_rebalancer::Subject::Range(range_id),
+            target,
+            "test",
+        )
+        .await
+        .unwrap();
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.run_move(id).await }
+    });
+    (engine, id, run)
+}
+
 /// The `to_state` of every event of move `id`, in order.
 pub async fn move_states(c: &Cluster, id: uuid::Uuid) -> Vec<String> {
     sqlx::query_scalar("SELECT to_state FROM move_events WHERE move_id = $1 ORDER BY id")
